@@ -1,0 +1,243 @@
+// Package rabbit keeps a connection to RabbitMQ open and publishes messages
+// with publisher confirms. A Client owns one AMQP connection and replaces it
+// when it is lost; a Publisher owns confirm-mode channels on that connection.
+// Neither logs message bodies or the broker URL's password.
+package rabbit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Config configures a Client.
+type Config struct {
+	// URL is the broker's AMQP URL, for example
+	// amqp://guest:guest@127.0.0.1:5672/.
+	URL string
+	// Name is the connection name shown in the management UI.
+	Name string
+	// Heartbeat is the AMQP heartbeat interval; zero means 10 seconds.
+	Heartbeat time.Duration
+	// DialTimeout bounds the TCP connect and AMQP handshake; zero means
+	// 10 seconds.
+	DialTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the wait between reconnection
+	// attempts, which doubles from MinBackoff up to MaxBackoff with jitter.
+	// Zero means 100 milliseconds and 15 seconds.
+	MinBackoff, MaxBackoff time.Duration
+	// Setup, when set, runs on every new connection before the Client
+	// hands it out, typically to declare the topology. An error that
+	// IsPermanent reports ends Run; any other error closes the connection
+	// and Run tries again after a backoff.
+	Setup func(conn *amqp.Connection) error
+	// Logger receives connection events; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Client keeps one AMQP connection open while Run runs. It is safe for
+// concurrent use.
+type Client struct {
+	cfg Config
+	log *slog.Logger
+
+	// mu guards conn and changed.
+	mu      sync.Mutex
+	conn    *amqp.Connection
+	changed chan struct{} // closed and replaced whenever conn changes
+
+	blocked atomic.Bool
+}
+
+// NewClient returns a Client for cfg. It does not connect: call Run.
+func NewClient(cfg Config) *Client {
+	if cfg.Heartbeat == 0 {
+		cfg.Heartbeat = 10 * time.Second
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = 10 * time.Second
+	}
+	if cfg.MinBackoff == 0 {
+		cfg.MinBackoff = 100 * time.Millisecond
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = 15 * time.Second
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Client{cfg: cfg, log: log, changed: make(chan struct{})}
+}
+
+// Run connects to the broker and reconnects whenever the connection is lost,
+// until ctx is done; then it closes the connection and returns nil. It
+// returns an error only when Setup fails permanently (see IsPermanent), for
+// example when an existing queue has other arguments than the declaration.
+func (c *Client) Run(ctx context.Context) error {
+	backoff := c.cfg.MinBackoff
+	for {
+		conn, err := c.connect()
+		if err != nil {
+			if IsPermanent(err) {
+				return err
+			}
+			wait := jitter(backoff)
+			c.log.Warn("broker connection failed", "broker", RedactURL(c.cfg.URL), "error", err, "retry_in", wait)
+			if !sleep(ctx, wait) {
+				return nil
+			}
+			backoff = min(backoff*2, c.cfg.MaxBackoff)
+			continue
+		}
+		backoff = c.cfg.MinBackoff
+
+		closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+		blocks := conn.NotifyBlocked(make(chan amqp.Blocking, 4))
+		var watchers sync.WaitGroup
+		watchers.Add(1)
+		go func() {
+			defer watchers.Done()
+			c.watchBlocked(blocks)
+		}()
+
+		c.setConn(conn)
+		c.log.Info("broker connected", "broker", RedactURL(c.cfg.URL), "connection_name", c.cfg.Name)
+
+		select {
+		case <-ctx.Done():
+			c.setConn(nil)
+			if err := conn.Close(); err != nil && !errors.Is(err, amqp.ErrClosed) {
+				c.log.Warn("broker connection close failed", "error", err)
+			}
+			watchers.Wait()
+			c.log.Info("broker connection closed")
+			return nil
+		case reason := <-closed:
+			c.setConn(nil)
+			watchers.Wait()
+			c.log.Warn("broker connection lost, reconnecting", "broker", RedactURL(c.cfg.URL), "reason", reason)
+		}
+	}
+}
+
+func (c *Client) connect() (*amqp.Connection, error) {
+	props := amqp.NewConnectionProperties()
+	if c.cfg.Name != "" {
+		props.SetClientConnectionName(c.cfg.Name)
+	}
+	conn, err := amqp.DialConfig(c.cfg.URL, amqp.Config{
+		Heartbeat:  c.cfg.Heartbeat,
+		Properties: props,
+		Dial:       amqp.DefaultDial(c.cfg.DialTimeout),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", RedactURL(c.cfg.URL), err)
+	}
+	if c.cfg.Setup != nil {
+		if err := c.cfg.Setup(conn); err != nil {
+			_ = conn.Close()
+			return nil, err
+		}
+	}
+	return conn, nil
+}
+
+func (c *Client) watchBlocked(blocks <-chan amqp.Blocking) {
+	for b := range blocks {
+		c.blocked.Store(b.Active)
+		if b.Active {
+			c.log.Warn("broker blocked the connection", "reason", b.Reason)
+		} else {
+			c.log.Info("broker unblocked the connection")
+		}
+	}
+	c.blocked.Store(false)
+}
+
+func (c *Client) setConn(conn *amqp.Connection) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.conn = conn
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// Connection returns the open connection, waiting for one until ctx is done.
+// The connection may close at any time after it is returned; callers watch
+// it with NotifyClose and call Connection again. Callers must not close it.
+func (c *Client) Connection(ctx context.Context) (*amqp.Connection, error) {
+	for {
+		c.mu.Lock()
+		conn, changed := c.conn, c.changed
+		c.mu.Unlock()
+		if conn != nil && !conn.IsClosed() {
+			return conn, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Connected reports whether the client has an open connection.
+func (c *Client) Connected() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.conn != nil && !c.conn.IsClosed()
+}
+
+// Blocked reports whether the broker has blocked the connection, which it
+// does during a memory or disk alarm. Publishing on a blocked connection
+// hangs until the alarm clears.
+func (c *Client) Blocked() bool {
+	return c.blocked.Load()
+}
+
+// IsPermanent reports whether err is a broker error that retrying cannot fix:
+// 406 PRECONDITION_FAILED (an object exists with other arguments), 403
+// ACCESS_REFUSED, or a failed login.
+func IsPermanent(err error) bool {
+	var amqpErr *amqp.Error
+	if errors.As(err, &amqpErr) {
+		return amqpErr.Code == amqp.PreconditionFailed || amqpErr.Code == amqp.AccessRefused
+	}
+	return errors.Is(err, amqp.ErrSASL) || errors.Is(err, amqp.ErrCredentials)
+}
+
+// RedactURL returns rawURL with its password replaced by "xxxxx", for logs.
+func RedactURL(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+// jitter returns a duration drawn uniformly from [d/2, d].
+func jitter(d time.Duration) time.Duration {
+	half := d / 2
+	return half + rand.N(half+1)
+}
+
+// sleep waits for d and reports whether it did so before ctx was done.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
