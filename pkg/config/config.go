@@ -21,17 +21,16 @@ const Prefix = "HOOKBUS"
 
 // Load fills spec, a pointer to a struct with envconfig tags, from the
 // environment. Unlike envconfig.Process, which stops at the first variable it
-// cannot parse, Load tries every field and returns all parse errors joined,
-// each naming its variable.
+// cannot parse, Load parses every field on its own: fields that parse are set
+// even when others fail, and the error is a *ParseErrors naming every
+// variable that failed. Pass it with the result of validation to Problems.
 func Load(spec any) error {
 	v := reflect.ValueOf(spec)
 	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
 		return fmt.Errorf("config: spec must be a pointer to a struct, got %T", spec)
 	}
 
-	// Parse each field alone in a struct of one field with the same tags,
-	// so that one bad value does not hide the next.
-	var errs []error
+	failed := &ParseErrors{Variables: map[string]bool{}}
 	t := v.Elem().Type()
 	for i := range t.NumField() {
 		field := t.Field(i)
@@ -45,16 +44,65 @@ func Load(spec any) error {
 			Anonymous: field.Anonymous,
 		}}))
 		if err := envconfig.Process(Prefix, single.Interface()); err != nil {
-			errs = append(errs, describe(err))
+			var parseErr *envconfig.ParseError
+			if errors.As(err, &parseErr) {
+				failed.Variables[parseErr.KeyName] = true
+			}
+			failed.Errors = append(failed.Errors, describe(err))
+			continue
 		}
+		v.Elem().Field(i).Set(single.Elem().Field(0))
 	}
-	if len(errs) > 0 {
-		return errors.Join(errs...)
-	}
-	if err := envconfig.Process(Prefix, spec); err != nil {
-		return describe(err)
+	if len(failed.Errors) > 0 {
+		return failed
 	}
 	return nil
+}
+
+// ParseErrors lists the variables that Load could not parse.
+type ParseErrors struct {
+	Variables map[string]bool // names of the variables, such as HOOKBUS_PREFETCH
+	Errors    []error
+}
+
+func (e *ParseErrors) Error() string { return errors.Join(e.Errors...).Error() }
+
+// Unwrap returns the errors of the single variables.
+func (e *ParseErrors) Unwrap() []error { return e.Errors }
+
+// Problems joins the error of Load and the error of validating the loaded
+// configuration into one list with one line per problem. It drops validation
+// errors about variables that failed to parse, since their fields hold zero
+// values. It returns nil when there is no problem.
+func Problems(loadErr, validateErr error) error {
+	var parsed *ParseErrors
+	if !errors.As(loadErr, &parsed) {
+		return errors.Join(loadErr, validateErr)
+	}
+	problems := append([]error(nil), parsed.Errors...)
+	for _, err := range flatten(validateErr) {
+		variable, _, _ := strings.Cut(err.Error(), ":")
+		if !parsed.Variables[variable] {
+			problems = append(problems, err)
+		}
+	}
+	return errors.Join(problems...)
+}
+
+// flatten returns the leaves of a tree of errors.Join errors.
+func flatten(err error) []error {
+	if err == nil {
+		return nil
+	}
+	joined, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []error{err}
+	}
+	var out []error
+	for _, e := range joined.Unwrap() {
+		out = append(out, flatten(e)...)
+	}
+	return out
 }
 
 // describe rewrites envconfig's parse error as "HOOKBUS_X: invalid value

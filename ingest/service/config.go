@@ -1,0 +1,55 @@
+package service
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hookbus/hookbus/pkg/config"
+)
+
+// MaxBodyLimit is the highest accepted HOOKBUS_MAX_BODY_BYTES. RabbitMQ 4.x
+// rejects messages over 16 MiB by default (max_message_size; 3.x allows
+// 128 MiB), and the headers travel in the same message.
+const MaxBodyLimit = 15 << 20
+
+// Config is the ingest service's configuration, read from HOOKBUS_*
+// environment variables.
+type Config struct {
+	config.Broker
+	config.Log
+
+	Addr            string        `envconfig:"INGEST_ADDR" default:":8080" desc:"address the HTTP server listens on (host:port)"`
+	MaxBodyBytes    int64         `envconfig:"MAX_BODY_BYTES" default:"10485760" desc:"largest accepted webhook body in bytes; larger requests get 413 (at most 15 MiB)"`
+	PublishTimeout  time.Duration `envconfig:"PUBLISH_TIMEOUT" default:"5s" desc:"how long a request waits for the broker's confirm before it gets 503"`
+	PublishChannels int           `envconfig:"PUBLISH_CHANNELS" default:"4" desc:"number of confirm-mode AMQP channels that requests share"`
+	ReadTimeout     time.Duration `envconfig:"READ_TIMEOUT" default:"30s" desc:"how long a client may take to send a whole request, headers and body"`
+	ShutdownGrace   time.Duration `envconfig:"SHUTDOWN_GRACE" default:"25s" desc:"how long in-flight requests may take to finish after SIGTERM"`
+}
+
+// Validate returns every problem of c, joined; each names its variable.
+func (c Config) Validate() error {
+	errs := []error{c.Broker.Validate(), c.Log.Validate()}
+	if err := config.CheckListenAddr(config.Prefix+"_INGEST_ADDR", c.Addr); err != nil {
+		errs = append(errs, err)
+	}
+	if c.MaxBodyBytes < 1 || c.MaxBodyBytes > MaxBodyLimit {
+		errs = append(errs, fmt.Errorf("%s_MAX_BODY_BYTES: %d is out of range (want 1 to %d)", config.Prefix, c.MaxBodyBytes, MaxBodyLimit))
+	}
+	errs = append(errs,
+		positive("PUBLISH_TIMEOUT", c.PublishTimeout),
+		positive("READ_TIMEOUT", c.ReadTimeout),
+		positive("SHUTDOWN_GRACE", c.ShutdownGrace),
+	)
+	if c.PublishChannels < 1 || c.PublishChannels > 64 {
+		errs = append(errs, fmt.Errorf("%s_PUBLISH_CHANNELS: %d is out of range (want 1 to 64)", config.Prefix, c.PublishChannels))
+	}
+	return errors.Join(errs...)
+}
+
+func positive(variable string, d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("%s_%s: must be positive, got %s", config.Prefix, variable, d)
+	}
+	return nil
+}

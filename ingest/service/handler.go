@@ -1,0 +1,146 @@
+package service
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
+
+	"github.com/hookbus/hookbus/ingest/webhook"
+	"github.com/hookbus/hookbus/pkg/contract"
+	"github.com/hookbus/hookbus/pkg/rabbit"
+)
+
+// retryAfterSeconds is the Retry-After value of a 503 answer.
+const retryAfterSeconds = 5
+
+// accepted is the body of a 202 answer.
+type accepted struct {
+	ID         string `json:"id"`
+	RoutingKey string `json:"routing_key"`
+}
+
+// receive handles POST /webhooks/:source.
+func (s *Service) receive(c *gin.Context) {
+	code := s.receiveWebhook(c)
+	s.metrics.requests.WithLabelValues(strconv.Itoa(code)).Inc()
+}
+
+func (s *Service) receiveWebhook(c *gin.Context) int {
+	source := c.Param("source")
+	if !contract.ValidSource(source) {
+		writeError(c, http.StatusNotFound, "unknown source: a source name is 1 to 64 lowercase letters, digits, '-' or '_'")
+		return http.StatusNotFound
+	}
+
+	body, code, message := s.readBody(c.Request)
+	if code != 0 {
+		writeError(c, code, message)
+		return code
+	}
+
+	receivedAt := time.Now()
+	event := webhook.Inspect(c.Request.Header, body)
+	msg := contract.Message{
+		ID:              event.DeliveryID,
+		Source:          source,
+		EventType:       event.Type,
+		ContentType:     c.Request.Header.Get("Content-Type"),
+		ContentEncoding: c.Request.Header.Get("Content-Encoding"),
+		ReceivedAt:      receivedAt,
+		Header:          contract.FilterHeader(c.Request.Header),
+		Body:            body,
+	}
+	if msg.ID == "" {
+		msg.ID = newID()
+	}
+	if msg.EventType == "" {
+		msg.EventType = contract.UnknownEventType
+	}
+
+	publishing, err := msg.Encode()
+	if errors.Is(err, contract.ErrHeadersTooLarge) {
+		writeError(c, http.StatusRequestHeaderFieldsTooLarge, "request headers too large")
+		return http.StatusRequestHeaderFieldsTooLarge
+	}
+	if err != nil {
+		s.log.Error("encode message failed", "source", source, "message_id", msg.ID, "error", err)
+		writeError(c, http.StatusInternalServerError, "internal error")
+		return http.StatusInternalServerError
+	}
+
+	// The publish outlives a client that hangs up: the message may already
+	// be on its way, and its outcome belongs in the log.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), s.cfg.PublishTimeout)
+	defer cancel()
+	routingKey := msg.RoutingKey()
+	start := time.Now()
+	err = s.publisher.Publish(ctx, s.names.Exchange(), routingKey, publishing)
+	elapsed := time.Since(start)
+	if err != nil {
+		s.metrics.publish.WithLabelValues("failed").Observe(elapsed.Seconds())
+		s.logPublishFailure(source, msg.ID, routingKey, err)
+		c.Header("Retry-After", strconv.Itoa(retryAfterSeconds))
+		writeError(c, http.StatusServiceUnavailable, "the message broker did not confirm the webhook; retry later")
+		return http.StatusServiceUnavailable
+	}
+	s.metrics.publish.WithLabelValues("confirmed").Observe(elapsed.Seconds())
+
+	s.log.Debug("webhook accepted", "source", source, "message_id", msg.ID, "routing_key", routingKey, "size", len(body))
+	c.JSON(http.StatusAccepted, accepted{ID: msg.ID, RoutingKey: routingKey})
+	return http.StatusAccepted
+}
+
+// readBody reads the whole request body up to the configured limit. It
+// returns a status code and message for the client when the body is too
+// large, empty or cannot be read, and code 0 otherwise.
+func (s *Service) readBody(r *http.Request) (body []byte, code int, message string) {
+	limit := s.cfg.MaxBodyBytes
+	tooLarge := "body larger than " + strconv.FormatInt(limit, 10) + " bytes"
+	if r.ContentLength > limit {
+		return nil, http.StatusRequestEntityTooLarge, tooLarge
+	}
+
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength))
+	}
+	_, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
+	switch {
+	case err != nil:
+		s.log.Info("request body read failed", "path", r.URL.Path, "error", err)
+		return nil, http.StatusBadRequest, "request body could not be read"
+	case int64(buf.Len()) > limit:
+		return nil, http.StatusRequestEntityTooLarge, tooLarge
+	case buf.Len() == 0:
+		return nil, http.StatusBadRequest, "empty body: a webhook needs a request body"
+	}
+	return buf.Bytes(), 0, ""
+}
+
+func (s *Service) logPublishFailure(source, id, routingKey string, err error) {
+	attrs := []any{"source", source, "message_id", id, "routing_key", routingKey, "error", err}
+	switch {
+	case errors.Is(err, rabbit.ErrReturned):
+		s.log.Error("broker returned the webhook as unroutable; the exchange's alternate exchange is missing, check the topology", attrs...)
+	case errors.Is(err, rabbit.ErrNacked):
+		s.log.Warn("broker rejected the webhook; a queue may be full", attrs...)
+	default:
+		s.log.Warn("webhook not confirmed by the broker, answered 503", attrs...)
+	}
+}
+
+// newID returns a new message id: a UUID version 7, which sorts by time.
+func newID() string {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return uuid.NewString()
+	}
+	return id.String()
+}

@@ -1,0 +1,217 @@
+// Package service is the ingest HTTP service: it receives webhooks on
+// POST /webhooks/:source, publishes each as one persistent message with
+// publisher confirms, and answers 202 only after the broker confirmed it.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/hookbus/hookbus/pkg/rabbit"
+	"github.com/hookbus/hookbus/pkg/topology"
+)
+
+// ConnectionName is the name of ingest's AMQP connection in the management UI.
+const ConnectionName = "hookbus-ingest"
+
+// maxHeaderBytes caps the request headers the HTTP server reads. The headers
+// travel in the AMQP message, which must stay below the broker's frame size.
+const maxHeaderBytes = 32 << 10
+
+func init() {
+	gin.SetMode(gin.ReleaseMode)
+}
+
+// Service is a running ingest: HTTP server, broker client and publisher.
+type Service struct {
+	cfg       Config
+	log       *slog.Logger
+	names     topology.Names
+	listener  net.Listener
+	server    *http.Server
+	client    *rabbit.Client
+	publisher *rabbit.Publisher
+	metrics   *metrics
+}
+
+// New validates cfg, declares nothing yet and listens on cfg.Addr, so that
+// Addr is known before Run (use port 0 in tests). The caller must call Run,
+// which closes the listener when it returns.
+func New(cfg Config, logger *slog.Logger) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	names := cfg.Names()
+
+	listener, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+
+	client := rabbit.NewClient(rabbit.Config{
+		URL:    cfg.AMQPURL,
+		Name:   ConnectionName,
+		Setup:  topology.Setup(names),
+		Logger: logger,
+	})
+	s := &Service{
+		cfg:       cfg,
+		log:       logger,
+		names:     names,
+		listener:  listener,
+		client:    client,
+		publisher: rabbit.NewPublisher(client, cfg.PublishChannels, logger),
+		metrics:   newMetrics(),
+	}
+	s.server = &http.Server{
+		Handler:           s.routes(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       cfg.ReadTimeout,
+		// A request may spend ReadTimeout reading and PublishTimeout
+		// waiting for the confirm; the response must still get out.
+		WriteTimeout:   cfg.ReadTimeout + cfg.PublishTimeout + 5*time.Second,
+		IdleTimeout:    120 * time.Second,
+		MaxHeaderBytes: maxHeaderBytes,
+		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	return s, nil
+}
+
+// Addr returns the address the HTTP server listens on.
+func (s *Service) Addr() string {
+	return s.listener.Addr().String()
+}
+
+// Ready reports whether ingest can accept webhooks: connected to the broker
+// with at least one open confirm-mode channel, and not blocked.
+func (s *Service) Ready() bool {
+	return s.client.Connected() && s.publisher.Ready()
+}
+
+// Run serves HTTP and keeps the broker connection until ctx is done. Then it
+// stops accepting connections, lets in-flight requests finish their publish
+// (for at most ShutdownGrace), and only then closes the broker connection.
+// It returns nil after a clean shutdown, and an error when the server fails
+// or the broker rejects the topology permanently (for example an existing
+// queue with other arguments).
+func (s *Service) Run(ctx context.Context) error {
+	brokerCtx, stopBroker := context.WithCancel(context.Background())
+	defer stopBroker()
+
+	var wg sync.WaitGroup
+	clientErr := make(chan error, 1)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		clientErr <- s.client.Run(brokerCtx)
+	}()
+	go func() {
+		defer wg.Done()
+		s.publisher.Run(brokerCtx)
+	}()
+
+	serveErr := make(chan error, 1)
+	go func() {
+		serveErr <- s.server.Serve(s.listener)
+	}()
+	s.log.Info("ingest started", "addr", s.Addr(), "namespace", s.names.Namespace(), "exchange", s.names.Exchange())
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		runErr = fmt.Errorf("http server: %w", err)
+		serveErr <- nil
+	case err := <-clientErr:
+		if err != nil {
+			runErr = fmt.Errorf("broker: %w", err)
+			s.log.Error("broker rejected the topology, stopping", "error", err)
+		}
+		clientErr <- nil
+	}
+
+	s.log.Info("ingest stopping", "grace", s.cfg.ShutdownGrace)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
+	defer cancel()
+	if err := s.server.Shutdown(shutdownCtx); err != nil {
+		s.log.Warn("http shutdown incomplete, closing remaining connections", "error", err)
+		_ = s.server.Close()
+	}
+	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		runErr = errors.Join(runErr, fmt.Errorf("http server: %w", err))
+	}
+
+	stopBroker()
+	wg.Wait()
+	s.log.Info("ingest stopped")
+	return runErr
+}
+
+func (s *Service) routes() http.Handler {
+	engine := gin.New()
+	engine.RedirectTrailingSlash = false
+	engine.RedirectFixedPath = false
+	engine.HandleMethodNotAllowed = true
+	engine.Use(s.recoverPanic)
+	engine.NoRoute(func(c *gin.Context) {
+		writeError(c, http.StatusNotFound, "no such endpoint; webhooks go to POST /webhooks/<source>")
+	})
+	engine.NoMethod(func(c *gin.Context) {
+		writeError(c, http.StatusMethodNotAllowed, "method not allowed")
+	})
+
+	engine.POST("/webhooks/:source", s.receive)
+	engine.GET("/healthz", func(c *gin.Context) {
+		c.JSON(http.StatusOK, gin.H{"status": "ok"})
+	})
+	engine.GET("/readyz", s.readyz)
+	metricsHandler := promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{})
+	engine.GET("/metrics", gin.WrapH(metricsHandler))
+	return engine
+}
+
+func (s *Service) readyz(c *gin.Context) {
+	status := gin.H{
+		"broker_connected": s.client.Connected(),
+		"broker_blocked":   s.client.Blocked(),
+		"publish_channel":  s.publisher.Ready(),
+	}
+	if !s.Ready() {
+		status["status"] = "not ready"
+		c.JSON(http.StatusServiceUnavailable, status)
+		return
+	}
+	status["status"] = "ready"
+	c.JSON(http.StatusOK, status)
+}
+
+// recoverPanic answers 500 for a panic in a handler and logs it, so that no
+// input crashes the process.
+func (s *Service) recoverPanic(c *gin.Context) {
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			s.log.Error("panic in http handler", "path", c.Request.URL.Path, "panic", fmt.Sprint(p))
+			writeError(c, http.StatusInternalServerError, "internal error")
+		}
+	}()
+	c.Next()
+}
+
+func writeError(c *gin.Context, code int, message string) {
+	c.AbortWithStatusJSON(code, gin.H{"error": message})
+}
