@@ -6,6 +6,7 @@ package consume
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -208,7 +209,8 @@ func (c *Consumer) consumeRoute(ctx, handlerCtx context.Context, route Route) {
 		if err != nil {
 			return
 		}
-		ch, deliveries, err := c.subscribe(conn, queue)
+		tag := consumerTag(route.Name)
+		ch, deliveries, err := c.subscribe(conn, queue, tag)
 		if err != nil {
 			c.log.Warn("consume failed, retrying", "route", route.Name, "queue", queue, "error", err)
 			if !sleepCtx(ctx, backoff) {
@@ -224,6 +226,14 @@ func (c *Consumer) consumeRoute(ctx, handlerCtx context.Context, route Route) {
 		var inflight sync.WaitGroup
 		c.dispatch(ctx, handlerCtx, route, deliveries, &inflight)
 		c.consuming.Add(-1)
+		if ctx.Err() != nil {
+			// basic.cancel stops the broker from sending more, so that
+			// messages published during the grace period go to other
+			// consumers instead of waiting in this one's prefetch.
+			if err := ch.Cancel(tag, false); err != nil && !errors.Is(err, amqp.ErrClosed) {
+				c.log.Warn("consumer cancel failed", "route", route.Name, "error", err)
+			}
+		}
 
 		// Handlers ack on the channel their delivery came from, so the
 		// channel stays open until they are done.
@@ -237,7 +247,7 @@ func (c *Consumer) consumeRoute(ctx, handlerCtx context.Context, route Route) {
 	}
 }
 
-func (c *Consumer) subscribe(conn *amqp.Connection, queue string) (*amqp.Channel, <-chan amqp.Delivery, error) {
+func (c *Consumer) subscribe(conn *amqp.Connection, queue, tag string) (*amqp.Channel, <-chan amqp.Delivery, error) {
 	ch, err := conn.Channel()
 	if err != nil {
 		return nil, nil, fmt.Errorf("open channel: %w", err)
@@ -246,7 +256,7 @@ func (c *Consumer) subscribe(conn *amqp.Connection, queue string) (*amqp.Channel
 		_ = ch.Close()
 		return nil, nil, fmt.Errorf("set prefetch: %w", err)
 	}
-	deliveries, err := ch.Consume(queue, "", false, false, false, false, nil)
+	deliveries, err := ch.Consume(queue, tag, false, false, false, false, nil)
 	if err != nil {
 		_ = ch.Close()
 		return nil, nil, fmt.Errorf("consume queue %q: %w", queue, err)
@@ -390,6 +400,14 @@ func (c *Consumer) observe(route Route, outcome Outcome, elapsed time.Duration) 
 	if c.opts.Observe != nil {
 		c.opts.Observe(route.Name, outcome, elapsed)
 	}
+}
+
+// consumerTag returns a consumer tag that names the route and is unique on
+// the broker, so that consumers are easy to tell apart in the management UI.
+func consumerTag(route string) string {
+	buf := make([]byte, 4)
+	_, _ = rand.Read(buf)
+	return fmt.Sprintf("hookbus-%s-%x", route, buf)
 }
 
 func truncate(s string, n int) string {

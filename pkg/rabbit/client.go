@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -85,7 +86,7 @@ func NewClient(cfg Config) *Client {
 func (c *Client) Run(ctx context.Context) error {
 	backoff := c.cfg.MinBackoff
 	for {
-		conn, err := c.connect()
+		conn, err := c.connect(ctx)
 		if err != nil {
 			if IsPermanent(err) {
 				return err
@@ -129,16 +130,18 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 }
 
-func (c *Client) connect() (*amqp.Connection, error) {
+func (c *Client) connect(ctx context.Context) (*amqp.Connection, error) {
 	props := amqp.NewConnectionProperties()
 	if c.cfg.Name != "" {
 		props.SetClientConnectionName(c.cfg.Name)
 	}
+	dial, stopDial := c.dialer(ctx)
 	conn, err := amqp.DialConfig(c.cfg.URL, amqp.Config{
 		Heartbeat:  c.cfg.Heartbeat,
 		Properties: props,
-		Dial:       amqp.DefaultDial(c.cfg.DialTimeout),
+		Dial:       dial,
 	})
+	stopDial()
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", RedactURL(c.cfg.URL), err)
 	}
@@ -149,6 +152,42 @@ func (c *Client) connect() (*amqp.Connection, error) {
 		}
 	}
 	return conn, nil
+}
+
+// dialer returns a dial function for amqp091-go that gives up when ctx is
+// done, so that Run stops promptly during a slow connection attempt. Like
+// amqp091-go's DefaultDial, it sets a deadline for the TLS and AMQP
+// handshakes, which amqp091-go clears once the connection is open. When ctx
+// ends during the handshakes, the deadline moves to now; the caller must
+// call the returned stop function once DialConfig has returned.
+func (c *Client) dialer(ctx context.Context) (dial func(network, addr string) (net.Conn, error), stop func()) {
+	var mu sync.Mutex
+	var stops []func() bool
+	dial = func(network, addr string) (net.Conn, error) {
+		dialCtx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
+		defer cancel()
+		var d net.Dialer
+		conn, err := d.DialContext(dialCtx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if err := conn.SetDeadline(time.Now().Add(c.cfg.DialTimeout)); err != nil {
+			_ = conn.Close()
+			return nil, err
+		}
+		mu.Lock()
+		stops = append(stops, context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) }))
+		mu.Unlock()
+		return conn, nil
+	}
+	stop = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, s := range stops {
+			s()
+		}
+	}
+	return dial, stop
 }
 
 func (c *Client) watchBlocked(blocks <-chan amqp.Blocking) {
