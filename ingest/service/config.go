@@ -3,6 +3,7 @@ package service
 import (
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/hookbus/hookbus/pkg/config"
@@ -25,6 +26,19 @@ type Config struct {
 	PublishChannels int           `envconfig:"PUBLISH_CHANNELS" default:"4" desc:"number of confirm-mode AMQP channels that requests share"`
 	ReadTimeout     time.Duration `envconfig:"READ_TIMEOUT" default:"30s" desc:"how long a client may take to send a whole request, headers and body"`
 	ShutdownGrace   time.Duration `envconfig:"SHUTDOWN_GRACE" default:"25s" desc:"how long in-flight requests may take to finish after SIGTERM"`
+	Sources         string        `envconfig:"SOURCES" desc:"comma-separated name:kind pairs, for example github:github,billing:stripe; kinds: none, github, stripe, slack, shopify, standard, hmac; empty accepts every source name without verification"`
+	SecretsDir      string        `envconfig:"SECRETS_DIR" desc:"directory holding one file per source, named after it, with its secrets one per line"`
+
+	// LookupEnv reads the per-source variables; nil means os.LookupEnv.
+	LookupEnv func(string) (string, bool) `ignored:"true"`
+}
+
+// lookupEnv returns c.LookupEnv, or os.LookupEnv when it is nil.
+func (c Config) lookupEnv() func(string) (string, bool) {
+	if c.LookupEnv != nil {
+		return c.LookupEnv
+	}
+	return os.LookupEnv
 }
 
 // Validate returns every problem of c, joined; each names its variable.
@@ -43,6 +57,9 @@ func (c Config) Validate() error {
 	)
 	if c.PublishChannels < 1 || c.PublishChannels > 64 {
 		errs = append(errs, fmt.Errorf("%s_PUBLISH_CHANNELS: %d is out of range (want 1 to 64)", config.Prefix, c.PublishChannels))
+	}
+	if _, err := LoadSources(c, c.lookupEnv()); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -3,15 +3,18 @@ package service
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
 
+	"github.com/hookbus/hookbus/ingest/verify"
 	"github.com/hookbus/hookbus/ingest/webhook"
 	"github.com/hookbus/hookbus/pkg/contract"
 	"github.com/hookbus/hookbus/pkg/rabbit"
@@ -33,10 +36,20 @@ func (s *Service) receive(c *gin.Context) {
 }
 
 func (s *Service) receiveWebhook(c *gin.Context) int {
-	source := c.Param("source")
-	if !contract.ValidSource(source) {
-		writeError(c, http.StatusNotFound, "unknown source: a source name is 1 to 64 lowercase letters, digits, '-' or '_'")
+	requestID := newID()
+	c.Header("X-Request-Id", requestID)
+
+	source := s.sources.Lookup(c.Param("source"))
+	if source == nil {
+		writeError(c, http.StatusNotFound, "unknown source")
 		return http.StatusNotFound
+	}
+
+	// The body is kept exactly as sent, so that consumers can check the
+	// signature again; ingest does not decompress it.
+	if enc := c.Request.Header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "identity") {
+		writeError(c, http.StatusUnsupportedMediaType, "Content-Encoding "+strconv.Quote(enc)+" is not supported; send the body uncompressed")
+		return http.StatusUnsupportedMediaType
 	}
 
 	body, code, message := s.readBody(c.Request)
@@ -46,19 +59,32 @@ func (s *Service) receiveWebhook(c *gin.Context) int {
 	}
 
 	receivedAt := time.Now()
+	if err := source.Verifier.Verify(verify.Request{Header: c.Request.Header, Body: body}, receivedAt); err != nil {
+		s.log.Warn("webhook signature rejected", "source", source.Name, "kind", source.Verifier.Kind(), "reason", err, "request_id", requestID, "remote_addr", c.Request.RemoteAddr)
+		writeError(c, http.StatusUnauthorized, "invalid signature")
+		return http.StatusUnauthorized
+	}
+
 	event := webhook.Inspect(c.Request.Header, body)
+	if challenge, ok := slackChallenge(source, event, body); ok {
+		s.log.Info("answered slack url verification", "source", source.Name, "request_id", requestID)
+		c.JSON(http.StatusOK, gin.H{"challenge": challenge})
+		return http.StatusOK
+	}
+
 	msg := contract.Message{
 		ID:              event.DeliveryID,
-		Source:          source,
+		Source:          source.Name,
 		EventType:       event.Type,
 		ContentType:     c.Request.Header.Get("Content-Type"),
 		ContentEncoding: c.Request.Header.Get("Content-Encoding"),
 		ReceivedAt:      receivedAt,
 		Header:          contract.FilterHeader(c.Request.Header),
+		Meta:            map[string]string{"verified-by": source.Verifier.Kind(), "request-id": requestID},
 		Body:            body,
 	}
 	if msg.ID == "" {
-		msg.ID = newID()
+		msg.ID = requestID
 	}
 	if msg.EventType == "" {
 		msg.EventType = contract.UnknownEventType
@@ -70,7 +96,7 @@ func (s *Service) receiveWebhook(c *gin.Context) int {
 		return http.StatusRequestHeaderFieldsTooLarge
 	}
 	if err != nil {
-		s.log.Error("encode message failed", "source", source, "message_id", msg.ID, "error", err)
+		s.log.Error("encode message failed", "source", source.Name, "message_id", msg.ID, "error", err)
 		writeError(c, http.StatusInternalServerError, "internal error")
 		return http.StatusInternalServerError
 	}
@@ -85,14 +111,14 @@ func (s *Service) receiveWebhook(c *gin.Context) int {
 	elapsed := time.Since(start)
 	if err != nil {
 		s.metrics.publish.WithLabelValues("failed").Observe(elapsed.Seconds())
-		s.logPublishFailure(source, msg.ID, routingKey, err)
+		s.logPublishFailure(source.Name, msg.ID, routingKey, err)
 		c.Header("Retry-After", strconv.Itoa(retryAfterSeconds))
 		writeError(c, http.StatusServiceUnavailable, "the message broker did not confirm the webhook; retry later")
 		return http.StatusServiceUnavailable
 	}
 	s.metrics.publish.WithLabelValues("confirmed").Observe(elapsed.Seconds())
 
-	s.log.Debug("webhook accepted", "source", source, "message_id", msg.ID, "routing_key", routingKey, "size", len(body))
+	s.log.Debug("webhook accepted", "source", source.Name, "message_id", msg.ID, "routing_key", routingKey, "size", len(body))
 	c.JSON(http.StatusAccepted, accepted{ID: msg.ID, RoutingKey: routingKey})
 	return http.StatusAccepted
 }
@@ -134,6 +160,25 @@ func (s *Service) logPublishFailure(source, id, routingKey string, err error) {
 	default:
 		s.log.Warn("webhook not confirmed by the broker, answered 503", attrs...)
 	}
+}
+
+// slackChallenge returns the challenge of a Slack url_verification request,
+// which Slack sends once when a request URL is configured and which expects
+// the challenge back at once instead of being published. It applies to
+// sources of kind slack, and of kind none so that an unverified setup can
+// answer it too.
+func slackChallenge(source *Source, event webhook.Event, body []byte) (string, bool) {
+	kind := source.Verifier.Kind()
+	if event.Type != "url_verification" || (kind != verify.KindSlack && kind != verify.KindNone) {
+		return "", false
+	}
+	var handshake struct {
+		Challenge string `json:"challenge"`
+	}
+	if err := json.Unmarshal(bytes.TrimPrefix(body, []byte("\xef\xbb\xbf")), &handshake); err != nil || handshake.Challenge == "" {
+		return "", false
+	}
+	return handshake.Challenge, true
 }
 
 // newID returns a new message id: a UUID version 7, which sorts by time.

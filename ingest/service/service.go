@@ -36,6 +36,7 @@ type Service struct {
 	cfg       Config
 	log       *slog.Logger
 	names     topology.Names
+	sources   *Sources
 	listener  net.Listener
 	server    *http.Server
 	client    *rabbit.Client
@@ -54,6 +55,10 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 		logger = slog.Default()
 	}
 	names := cfg.Names()
+	sources, err := LoadSources(cfg, cfg.lookupEnv())
+	if err != nil {
+		return nil, err
+	}
 
 	listener, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -70,6 +75,7 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 		cfg:       cfg,
 		log:       logger,
 		names:     names,
+		sources:   sources,
 		listener:  listener,
 		client:    client,
 		publisher: rabbit.NewPublisher(client, cfg.PublishChannels, logger),
@@ -127,6 +133,7 @@ func (s *Service) Run(ctx context.Context) error {
 		serveErr <- s.server.Serve(s.listener)
 	}()
 	s.log.Info("ingest started", "addr", s.Addr(), "namespace", s.names.Namespace(), "exchange", s.names.Exchange())
+	s.logSources()
 
 	var runErr error
 	select {
@@ -157,6 +164,19 @@ func (s *Service) Run(ctx context.Context) error {
 	wg.Wait()
 	s.log.Info("ingest stopped")
 	return runErr
+}
+
+// logSources logs the configured sources, and warns about those whose
+// webhooks anyone could forge.
+func (s *Service) logSources() {
+	if s.sources.Open() {
+		s.log.Warn("no sources configured, accepting every source name without signature verification; set HOOKBUS_SOURCES to verify senders")
+		return
+	}
+	s.log.Info("sources configured", "sources", s.sources.Names())
+	for _, name := range s.sources.Unverified() {
+		s.log.Warn("source accepts webhooks without signature verification", "source", name)
+	}
 }
 
 func (s *Service) routes() http.Handler {

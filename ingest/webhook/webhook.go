@@ -10,6 +10,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -33,7 +34,8 @@ type Event struct {
 //     event.type inside an event_callback, otherwise the top-level "type"
 //     (Stripe, Standard Webhooks, Slack's other payloads);
 //   - id: X-GitHub-Delivery, webhook-id, svix-id, X-Shopify-Webhook-Id, then
-//     the body: Slack's "event_id", or "id" of a Stripe event.
+//     the body: Slack's "event_id", "id" of a Stripe event, or Slack's
+//     "trigger_id" of an interaction.
 //
 // A JSON body may start with a UTF-8 byte-order mark. A form-encoded body
 // (application/x-www-form-urlencoded) is read from its "payload" field, as
@@ -67,6 +69,7 @@ type payload struct {
 	ID      json.RawMessage `json:"id"`
 	Object  json.RawMessage `json:"object"`
 	EventID json.RawMessage `json:"event_id"`
+	Trigger json.RawMessage `json:"trigger_id"`
 	Event   json.RawMessage `json:"event"`
 }
 
@@ -92,7 +95,9 @@ func (p payload) deliveryID() string {
 	if jsonString(p.Object) == "event" {
 		return jsonString(p.ID)
 	}
-	return ""
+	// Slack interactivity payloads carry no event id, but each
+	// interaction has its own trigger_id.
+	return jsonString(p.Trigger)
 }
 
 func bodyFields(contentType string, body []byte) payload {
@@ -134,14 +139,14 @@ func firstHeader(header http.Header, names ...string) string {
 	return ""
 }
 
-// validID reports whether id can serve as an AMQP message id: printable
-// UTF-8 without control characters, at most maxIDLength bytes.
+// validID reports whether id can serve as an AMQP message id: valid UTF-8
+// without control characters (C0, DEL and C1), at most maxIDLength bytes.
 func validID(id string) bool {
 	if id == "" || len(id) > maxIDLength || !utf8.ValidString(id) {
 		return false
 	}
 	for _, r := range id {
-		if r < 0x20 || r == 0x7f {
+		if unicode.IsControl(r) {
 			return false
 		}
 	}

@@ -8,9 +8,12 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
+	"github.com/hookbus/hookbus/ingest/send"
 	"github.com/hookbus/hookbus/ingest/service"
+	"github.com/hookbus/hookbus/ingest/verify"
 	"github.com/hookbus/hookbus/pkg/config"
 )
 
@@ -20,6 +23,10 @@ after the broker confirmed the message, and 503 with Retry-After otherwise.
 GET /healthz, /readyz and /metrics serve health and Prometheus metrics.
 
 Configuration comes from these environment variables:
+`
+
+const sendHelp = `ingest send -source NAME [-kind KIND] [-secret-env VAR] FILE signs FILE as the
+sender of KIND would and POSTs it to an ingest; run ingest send -h for its flags.
 `
 
 func main() {
@@ -36,7 +43,12 @@ func run(args []string) int {
 				fmt.Fprintln(os.Stderr, "ingest:", err)
 				return 1
 			}
+			fmt.Printf("\n%s%s.\n\n%s", service.SourceHelp, strings.Join(verify.KindNames(), ", "), sendHelp)
 			return 0
+		case "send":
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return send.Run(ctx, args[1:], os.Stdout, os.Stderr)
 		default:
 			fmt.Fprintf(os.Stderr, "ingest: unknown argument %q; run ingest -h for help\n", args[0])
 			return 2
