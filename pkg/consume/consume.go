@@ -42,6 +42,8 @@ func (f HandlerFunc) Handle(ctx context.Context, msg *contract.Message) error {
 type Route struct {
 	topology.Route
 	Handler Handler
+	// Retry, when set, replaces Options.Retry for this route.
+	Retry *RetryPolicy
 }
 
 // Outcome is what became of one delivery.
@@ -52,25 +54,31 @@ const (
 	OutcomeAcked    Outcome = "acked"    // the handler succeeded
 	OutcomeParked   Outcome = "parked"   // the handler failed or the message broke the contract
 	OutcomeRequeued Outcome = "requeued" // shutdown interrupted the handler
+	OutcomeRetried  Outcome = "retried"  // the handler failed and the message waits for a retry
 )
 
 // Reasons for parking, in the hookbus-parked-reason header.
 const (
-	ReasonHandlerError      = "handler-error"
-	ReasonTimeout           = "timeout"
-	ReasonContractViolation = "contract-violation"
-	ReasonPanic             = "panic"
+	ReasonPermanentError    = "permanent-error"    // the handler marked the error permanent
+	ReasonAttemptsExhausted = "attempts-exhausted" // transient failures used up every attempt
+	ReasonTimeout           = "timeout"            // the last attempt overran the handler timeout
+	ReasonContractViolation = "contract-violation" // the message does not follow the contract
+	ReasonPanic             = "panic"              // the handler panicked
 )
 
-// Headers a parked message gains. The original properties and headers are
-// kept unchanged.
+// Headers a retried or parked message gains. The original properties and
+// headers are kept unchanged.
 const (
-	HeaderParkedReason = "hookbus-parked-reason"
-	HeaderError        = "hookbus-error"
-	HeaderRoute        = "hookbus-route"
-	HeaderRoutingKey   = "hookbus-routing-key"
-	HeaderParkedAt     = "hookbus-parked-at"
-	HeaderAttempts     = "hookbus-attempts"
+	HeaderAttempts      = "hookbus-attempts"        // failed attempts so far, int
+	HeaderFirstFailedAt = "hookbus-first-failed-at" // RFC 3339 time of the first failure
+	HeaderLastFailedAt  = "hookbus-last-failed-at"  // RFC 3339 time of the latest failure
+	HeaderError         = "hookbus-error"           // latest error text, at most 1,024 bytes
+	HeaderRoute         = "hookbus-route"           // the route whose handler failed
+	HeaderRoutingKey    = "hookbus-routing-key"     // the routing key the message was published with
+	HeaderParkedReason  = "hookbus-parked-reason"   // one of the Reason constants
+	HeaderParkedAt      = "hookbus-parked-at"       // RFC 3339 time of parking
+	HeaderReplays       = "hookbus-replays"         // times an operator replayed the message, int
+	HeaderDelay         = topology.HeaderDelay      // delay queue selector, in milliseconds
 )
 
 // maxErrorLength is the number of bytes of a handler error kept in the
@@ -96,6 +104,9 @@ type Options struct {
 	// Logger receives one line per failure and lifecycle events; nil
 	// means slog.Default().
 	Logger *slog.Logger
+	// Retry is the retry policy of routes that set none. The zero value
+	// means DefaultRetryPolicy.
+	Retry RetryPolicy
 	// Observe, when set, is called once per delivery with its route, its
 	// outcome and how long the handler ran.
 	Observe func(route string, outcome Outcome, handlerDuration time.Duration)
@@ -116,6 +127,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if len(o.Retry.Delays) == 0 {
+		o.Retry = DefaultRetryPolicy
 	}
 	return o
 }
@@ -153,8 +167,16 @@ func New(client *rabbit.Client, publisher *rabbit.Publisher, names topology.Name
 		if r.Handler == nil {
 			return nil, fmt.Errorf("consume: route %q has no handler", r.Name)
 		}
+		if r.Retry != nil {
+			if err := r.Retry.Validate(); err != nil {
+				return nil, fmt.Errorf("consume: route %q: %w", r.Name, err)
+			}
+		}
 	}
 	opts = opts.withDefaults()
+	if err := opts.Retry.Validate(); err != nil {
+		return nil, err
+	}
 	return &Consumer{
 		client:    client,
 		publisher: publisher,
@@ -210,7 +232,7 @@ func (c *Consumer) consumeRoute(ctx, handlerCtx context.Context, route Route) {
 			return
 		}
 		tag := consumerTag(route.Name)
-		ch, deliveries, err := c.subscribe(conn, queue, tag)
+		ch, deliveries, err := c.subscribe(conn, route, tag)
 		if err != nil {
 			c.log.Warn("consume failed, retrying", "route", route.Name, "queue", queue, "error", err)
 			if !sleepCtx(ctx, backoff) {
@@ -247,10 +269,17 @@ func (c *Consumer) consumeRoute(ctx, handlerCtx context.Context, route Route) {
 	}
 }
 
-func (c *Consumer) subscribe(conn *amqp.Connection, queue, tag string) (*amqp.Channel, <-chan amqp.Delivery, error) {
+// subscribe opens a channel, declares the delay queues of the route's retry
+// schedule and starts consuming the route's queue.
+func (c *Consumer) subscribe(conn *amqp.Connection, route Route, tag string) (*amqp.Channel, <-chan amqp.Delivery, error) {
+	queue := c.names.RouteQueue(route.Name)
 	ch, err := conn.Channel()
 	if err != nil {
 		return nil, nil, fmt.Errorf("open channel: %w", err)
+	}
+	if err := topology.DeclareDelays(ch, c.names, c.retryPolicy(route).RetrySchedule); err != nil {
+		_ = ch.Close()
+		return nil, nil, err
 	}
 	if err := ch.Qos(c.opts.Prefetch, 0, false); err != nil {
 		_ = ch.Close()
@@ -288,117 +317,6 @@ func (c *Consumer) dispatch(ctx, handlerCtx context.Context, route Route, delive
 				c.handle(handlerCtx, route, &d)
 			}()
 		}
-	}
-}
-
-// handle runs the route's handler on one delivery and settles it.
-func (c *Consumer) handle(handlerCtx context.Context, route Route, d *amqp.Delivery) {
-	msg, err := contract.Decode(d)
-	if err != nil {
-		c.log.Error("message violates the contract, parking it", "route", route.Name, "message_id", d.MessageId, "routing_key", d.RoutingKey, "error", err)
-		c.park(route, d, ReasonContractViolation, err)
-		c.observe(route, OutcomeParked, 0)
-		return
-	}
-
-	start := time.Now()
-	reason, err := c.call(handlerCtx, route, msg)
-	elapsed := time.Since(start)
-
-	switch {
-	case err == nil:
-		if ackErr := d.Ack(false); ackErr != nil {
-			c.log.Warn("ack failed, the message will be redelivered", "route", route.Name, "message_id", msg.ID, "error", ackErr)
-		}
-		c.observe(route, OutcomeAcked, elapsed)
-	case handlerCtx.Err() != nil:
-		// Shutdown cut the handler short: that says nothing about the
-		// message, so it goes back to the queue for another consumer.
-		c.log.Warn("shutdown interrupted handler, requeueing", "route", route.Name, "message_id", msg.ID)
-		if nackErr := d.Nack(false, true); nackErr != nil {
-			c.log.Warn("requeue failed, the broker requeues the message when the channel closes", "route", route.Name, "message_id", msg.ID, "error", nackErr)
-		}
-		c.observe(route, OutcomeRequeued, elapsed)
-	default:
-		c.log.Warn("handler failed, parking message", "route", route.Name, "message_id", msg.ID, "source", msg.Source, "event_type", msg.EventType, "reason", reason, "error", err)
-		c.park(route, d, reason, err)
-		c.observe(route, OutcomeParked, elapsed)
-	}
-}
-
-// call runs the handler with the handler timeout and turns a panic into an
-// error. It returns the parking reason that fits the error.
-func (c *Consumer) call(handlerCtx context.Context, route Route, msg *contract.Message) (reason string, err error) {
-	ctx, cancel := context.WithTimeout(handlerCtx, c.opts.HandlerTimeout)
-	defer cancel()
-	defer func() {
-		if p := recover(); p != nil {
-			reason, err = ReasonPanic, fmt.Errorf("handler panicked: %v", p)
-		}
-	}()
-
-	err = route.Handler.Handle(ctx, msg)
-	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && handlerCtx.Err() == nil {
-		return ReasonTimeout, fmt.Errorf("handler timed out after %s: %w", c.opts.HandlerTimeout, err)
-	}
-	return ReasonHandlerError, err
-}
-
-// park publishes a copy of d with failure headers to the parking lot, waits
-// for the broker's confirm and only then acks d, so the message exists in at
-// least one queue at every moment. When the copy cannot be published, it
-// rejects d instead: the route queue dead-letters it to the parking lot at
-// least once, with the broker's x-death header but without the error text.
-func (c *Consumer) park(route Route, d *amqp.Delivery, reason string, cause error) {
-	headers := amqp.Table{}
-	for k, v := range d.Headers {
-		headers[k] = v
-	}
-	headers[HeaderParkedReason] = reason
-	headers[HeaderError] = truncate(cause.Error(), maxErrorLength)
-	headers[HeaderRoute] = route.Name
-	headers[HeaderRoutingKey] = d.RoutingKey
-	headers[HeaderParkedAt] = time.Now().UTC().Format(time.RFC3339Nano)
-	headers[HeaderAttempts] = int32(1)
-
-	msg := amqp.Publishing{
-		Headers:         headers,
-		ContentType:     d.ContentType,
-		ContentEncoding: d.ContentEncoding,
-		DeliveryMode:    amqp.Persistent,
-		Priority:        d.Priority,
-		CorrelationId:   d.CorrelationId,
-		ReplyTo:         d.ReplyTo,
-		MessageId:       d.MessageId,
-		Timestamp:       d.Timestamp,
-		Type:            d.Type,
-		AppId:           d.AppId,
-		Body:            d.Body,
-	}
-	if msg.MessageId == "" {
-		// Publisher matches returns by message id.
-		msg.MessageId = fmt.Sprintf("%s-%d", route.Name, d.DeliveryTag)
-	}
-
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	err := c.publisher.Publish(ctx, c.names.ParkedExchange(), d.RoutingKey, msg)
-	if err == nil {
-		if ackErr := d.Ack(false); ackErr != nil {
-			c.log.Warn("ack after parking failed, the message will be redelivered and may be parked twice", "route", route.Name, "message_id", d.MessageId, "error", ackErr)
-		}
-		return
-	}
-
-	c.log.Error("parking publish failed, rejecting so that the broker dead-letters the message", "route", route.Name, "message_id", d.MessageId, "error", err)
-	if rejectErr := d.Reject(false); rejectErr != nil {
-		c.log.Warn("reject failed, the message will be redelivered", "route", route.Name, "message_id", d.MessageId, "error", rejectErr)
-	}
-}
-
-func (c *Consumer) observe(route Route, outcome Outcome, elapsed time.Duration) {
-	if c.opts.Observe != nil {
-		c.opts.Observe(route.Name, outcome, elapsed)
 	}
 }
 

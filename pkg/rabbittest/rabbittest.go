@@ -69,8 +69,34 @@ func Namespace(tb testing.TB, url string, routes ...string) topology.Names {
 		if err := topology.Delete(ch, names, routes...); err != nil {
 			tb.Errorf("delete namespace %s: %v", names.Namespace(), err)
 		}
+		if err := topology.DeleteDelays(ch, names, topology.DefaultRetrySchedule); err != nil {
+			tb.Errorf("delete namespace %s: %v", names.Namespace(), err)
+		}
 	})
 	return names
+}
+
+// DeleteDelays registers a cleanup that deletes the delay queues of the
+// schedules in the namespace. Namespace already deletes those of
+// topology.DefaultRetrySchedule; tests that use other schedules call this.
+func DeleteDelays(tb testing.TB, url string, names topology.Names, schedules ...topology.RetrySchedule) {
+	tb.Helper()
+	tb.Cleanup(func() {
+		conn, err := amqp.Dial(url)
+		if err != nil {
+			tb.Errorf("delete delay queues of %s: %v", names.Namespace(), err)
+			return
+		}
+		defer conn.Close()
+		ch, err := conn.Channel()
+		if err != nil {
+			tb.Errorf("delete delay queues of %s: %v", names.Namespace(), err)
+			return
+		}
+		if err := topology.DeleteDelays(ch, names, schedules...); err != nil {
+			tb.Errorf("delete delay queues of %s: %v", names.Namespace(), err)
+		}
+	})
 }
 
 // Channel opens a connection and a channel for a test to inspect queues

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hookbus/hookbus/pkg/config"
+	"github.com/hookbus/hookbus/pkg/consume"
+	"github.com/hookbus/hookbus/pkg/topology"
 )
 
 // Limits that Config.Validate enforces.
@@ -32,8 +34,19 @@ type Config struct {
 	Addr           string        `envconfig:"PROCESSOR_ADDR" default:":8081" desc:"host:port of the HTTP server for /healthz, /readyz and /metrics"`
 	Prefetch       int           `envconfig:"PREFETCH" default:"200" desc:"number of unacknowledged messages the broker sends ahead on each route's channel (1 to 65535)"`
 	Concurrency    int           `envconfig:"CONCURRENCY" default:"32" desc:"maximum number of handler calls running at once, across all routes (1 to 10000)"`
-	HandlerTimeout time.Duration `envconfig:"HANDLER_TIMEOUT" default:"30s" desc:"duration after which a handler call is cancelled and its message parked with reason timeout (more than 0, less than 30m)"`
+	HandlerTimeout time.Duration `envconfig:"HANDLER_TIMEOUT" default:"30s" desc:"duration after which a handler call is cancelled and counted as a failed attempt (more than 0, less than 30m)"`
 	ShutdownGrace  time.Duration `envconfig:"SHUTDOWN_GRACE" default:"25s" desc:"duration that running handlers may take to finish after a shutdown signal before they are cancelled and their messages requeued (more than 0)"`
+	RetryDelays    []time.Duration `envconfig:"RETRY_DELAYS" default:"10s,1m,10m,1h,6h" desc:"comma-separated waits before the 2nd, 3rd, ... attempt of a message whose handler failed; later attempts wait as long as the last (each at least 1ms)"`
+	RetryJitter    float64         `envconfig:"RETRY_JITTER" default:"0.2" desc:"fraction by which each retry wait varies at random, from 0 to 0.5"`
+	MaxAttempts    int             `envconfig:"MAX_ATTEMPTS" default:"0" desc:"handler calls, counting the first, after which a message that keeps failing is parked; 0 means one more than the number of retry delays"`
+}
+
+// RetryPolicy returns the retry policy the configuration sets.
+func (c Config) RetryPolicy() consume.RetryPolicy {
+	return consume.RetryPolicy{
+		RetrySchedule: topology.RetrySchedule{Delays: c.RetryDelays, Jitter: c.RetryJitter},
+		MaxAttempts:   c.MaxAttempts,
+	}
 }
 
 // Validate checks every field and returns all problems joined, each naming
@@ -53,6 +66,9 @@ func (c Config) Validate() error {
 	if c.ShutdownGrace <= 0 {
 		errs = append(errs, fmt.Errorf("%s_SHUTDOWN_GRACE: %s is out of range (want more than 0)", config.Prefix, c.ShutdownGrace))
 	}
+	if err := c.RetryPolicy().Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("%s_RETRY_DELAYS, %s_RETRY_JITTER or %s_MAX_ATTEMPTS: %w", config.Prefix, config.Prefix, config.Prefix, err))
+	}
 	return errors.Join(errs...)
 }
 
@@ -64,9 +80,12 @@ func Usage(w io.Writer) error {
 to RabbitMQ. Each route's quorum queue receives the events whose routing key
 (<source>.<event type>) matches one of the route's bindings, and the route's
 handler runs on each event. An event whose handler succeeds is acknowledged.
-An event whose handler fails, panics or times out, or that breaks the message
-contract, is moved to the parking lot queue <namespace>.parked with headers
-that give the reason. The built-in route "default" binds "#" and logs every
+An event whose handler fails or times out is retried later: it waits in a
+delay queue on the broker, HOOKBUS_RETRY_DELAYS apart, until
+HOOKBUS_MAX_ATTEMPTS calls have failed. Then, or at once when the handler
+returns a permanent error, panics, or the event breaks the message contract,
+it is moved to the parking lot queue <namespace>.parked with headers that give
+the reason. The built-in route "default" binds "#" and logs every
 event. An HTTP server serves /healthz, /readyz and /metrics. On SIGINT or
 SIGTERM the processor stops consuming, waits up to HOOKBUS_SHUTDOWN_GRACE for
 running handlers to finish, and exits.

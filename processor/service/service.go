@@ -105,6 +105,7 @@ func New(cfg Config, routes []consume.Route, logger *slog.Logger) (*Service, err
 		Concurrency:    cfg.Concurrency,
 		HandlerTimeout: cfg.HandlerTimeout,
 		ShutdownGrace:  cfg.ShutdownGrace,
+		Retry:          cfg.RetryPolicy(),
 		Logger:         logger,
 		Observe:        s.metrics.observe,
 	})

@@ -53,8 +53,18 @@ func testConfig(url string, names topology.Names) service.Config {
 		Concurrency:    4,
 		HandlerTimeout: 10 * time.Second,
 		ShutdownGrace:  10 * time.Second,
+		RetryDelays:    testRetrySchedule.Delays,
+		MaxAttempts:    1,
 	}
 }
+
+// unreachableNamespace is the namespace of tests that point the service at
+// a port where no broker listens; nothing needs deleting there.
+const unreachableNamespace = "unreachable"
+
+// testRetrySchedule is the retry schedule of testConfig. Its delay queues
+// are deleted by start's cleanup.
+var testRetrySchedule = topology.RetrySchedule{Delays: []time.Duration{50 * time.Millisecond}}
 
 // testLogger writes the service's log lines to the test log.
 func testLogger(t *testing.T) *slog.Logger {
@@ -79,6 +89,9 @@ type running struct {
 // the HTTP listener is open.
 func start(t *testing.T, cfg service.Config, routes ...consume.Route) *running {
 	t.Helper()
+	if cfg.Namespace != unreachableNamespace {
+		rabbittest.DeleteDelays(t, cfg.AMQPURL, cfg.Names(), cfg.RetryPolicy().RetrySchedule)
+	}
 	svc, err := service.New(cfg, routes, testLogger(t))
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -471,7 +484,7 @@ func TestServiceParksHandlerError(t *testing.T) {
 	sent := newMessage()
 
 	original := publishMessage(t, ch, names, sent)
-	parked := requireParked(t, ch, names, original, sent.RoutingKey(), consume.ReasonHandlerError)
+	parked := requireParked(t, ch, names, original, sent.RoutingKey(), consume.ReasonAttemptsExhausted)
 
 	if got, _ := parked.Headers[consume.HeaderError].(string); !strings.Contains(got, "downstream rejected the order") {
 		t.Errorf("header %s = %q, want the handler's error", consume.HeaderError, got)
@@ -665,7 +678,7 @@ func closingListener(t *testing.T) string {
 }
 
 func TestServiceNotReadyWithoutBroker(t *testing.T) {
-	names, err := topology.NewNames("unreachable")
+	names, err := topology.NewNames(unreachableNamespace)
 	if err != nil {
 		t.Fatal(err)
 	}
