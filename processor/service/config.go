@@ -31,11 +31,11 @@ type Config struct {
 	config.Broker
 	config.Log
 
-	Addr           string        `envconfig:"PROCESSOR_ADDR" default:":8081" desc:"host:port of the HTTP server for /healthz, /readyz and /metrics"`
-	Prefetch       int           `envconfig:"PREFETCH" default:"200" desc:"number of unacknowledged messages the broker sends ahead on each route's channel (1 to 65535)"`
-	Concurrency    int           `envconfig:"CONCURRENCY" default:"32" desc:"maximum number of handler calls running at once, across all routes (1 to 10000)"`
-	HandlerTimeout time.Duration `envconfig:"HANDLER_TIMEOUT" default:"30s" desc:"duration after which a handler call is cancelled and counted as a failed attempt (more than 0, less than 30m)"`
-	ShutdownGrace  time.Duration `envconfig:"SHUTDOWN_GRACE" default:"25s" desc:"duration that running handlers may take to finish after a shutdown signal before they are cancelled and their messages requeued (more than 0)"`
+	Addr           string          `envconfig:"PROCESSOR_ADDR" default:":8081" desc:"host:port of the HTTP server for /healthz, /readyz and /metrics"`
+	Prefetch       int             `envconfig:"PREFETCH" default:"200" desc:"number of unacknowledged messages the broker sends ahead on each route's channel (1 to 65535)"`
+	Concurrency    int             `envconfig:"CONCURRENCY" default:"32" desc:"maximum number of handler calls running at once, across all routes (1 to 10000)"`
+	HandlerTimeout time.Duration   `envconfig:"HANDLER_TIMEOUT" default:"30s" desc:"duration after which a handler call is cancelled and counted as a failed attempt (more than 0, less than 30m)"`
+	ShutdownGrace  time.Duration   `envconfig:"SHUTDOWN_GRACE" default:"25s" desc:"duration that running handlers may take to finish after a shutdown signal before they are cancelled and their messages requeued (more than 0)"`
 	RetryDelays    []time.Duration `envconfig:"RETRY_DELAYS" default:"10s,1m,10m,1h,6h" desc:"comma-separated waits before the 2nd, 3rd, ... attempt of a message whose handler failed; later attempts wait as long as the last (each at least 1ms)"`
 	RetryJitter    float64         `envconfig:"RETRY_JITTER" default:"0.2" desc:"fraction by which each retry wait varies at random, from 0 to 0.5"`
 	MaxAttempts    int             `envconfig:"MAX_ATTEMPTS" default:"0" desc:"handler calls, counting the first, after which a message that keeps failing is parked; 0 means one more than the number of retry delays"`
