@@ -56,7 +56,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		hmacPrefix  = fs.String("hmac-prefix", "", "kind hmac: text before the digest, for example sha256=")
 		extra       headerList
 	)
-	fs.Var(&extra, "header", "extra request header as 'Name: value' (repeatable)")
+	fs.Var(&extra, "header", "extra request header as 'Name: value' (repeatable). It replaces a header of the same name that send would set")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ingest send -source NAME [-kind KIND] [-secret-env VAR | -secret-file FILE] [flags] FILE")
 		fmt.Fprintln(stderr, "Signs FILE as the sender of KIND would and POSTs it to <url>/webhooks/<source>.")
@@ -111,13 +111,21 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	addProviderHeaders(header, *kind, *event, *id)
 	header.Set("Content-Type", chooseContentType(*contentType, path))
+	// The first -header of a name replaces the value that send generated, so
+	// Content-Type or a signature can be overridden. Later ones add values.
+	replaced := map[string]bool{}
 	for _, h := range extra {
 		name, value, ok := strings.Cut(h, ":")
-		if !ok {
+		name = http.CanonicalHeaderKey(strings.TrimSpace(name))
+		if !ok || name == "" {
 			fmt.Fprintf(stderr, "ingest send: invalid -header %q (want 'Name: value')\n", h)
 			return ExitUsage
 		}
-		header.Add(strings.TrimSpace(name), strings.TrimSpace(value))
+		if !replaced[name] {
+			header.Del(name)
+			replaced[name] = true
+		}
+		header.Add(name, strings.TrimSpace(value))
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
@@ -132,7 +140,12 @@ func post(ctx context.Context, url string, header http.Header, body []byte, stdo
 		return ExitUsage
 	}
 	req.Header = header
-	resp, err := http.DefaultClient.Do(req)
+	// A webhook is never redirected: a 3xx is reported, not followed
+	// (following would turn the POST into a GET without the body).
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	}}
+	resp, err := client.Do(req)
 	if err != nil {
 		fmt.Fprintln(stderr, "ingest send:", err)
 		return ExitFailed

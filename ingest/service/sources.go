@@ -93,6 +93,11 @@ func LoadSources(cfg Config, lookupEnv func(string) (string, bool)) (*Sources, e
 	sources := &Sources{byName: map[string]*Source{}}
 	envNames := map[string]string{}
 	var errs []error
+	if cfg.SecretsDir != "" {
+		if info, err := os.Stat(cfg.SecretsDir); err != nil || !info.IsDir() {
+			errs = append(errs, fmt.Errorf("%s_SECRETS_DIR: %q is not a readable directory", config.Prefix, cfg.SecretsDir))
+		}
+	}
 	for _, entry := range strings.Split(cfg.Sources, ",") {
 		entry = strings.TrimSpace(entry)
 		name, kind, ok := strings.Cut(entry, ":")
@@ -167,20 +172,22 @@ func loadVerifier(cfg Config, name, kind, envName string, lookupEnv func(string)
 	if kind == verify.KindHMAC && opts.Header == "" {
 		errs = append(errs, fmt.Errorf("%s_HEADER: missing; source %q of kind hmac needs the name of its signature header", envName, name))
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
 	if kind != verify.KindNone && len(secrets) == 0 {
 		where := envName + "_SECRETS"
 		if cfg.SecretsDir != "" {
 			where += " or the file " + name + " in " + config.Prefix + "_SECRETS_DIR"
 		}
-		return nil, fmt.Errorf("%s_SOURCES: source %q of kind %s has no secret; set %s", config.Prefix, name, kind, where)
+		errs = append(errs, fmt.Errorf("%s_SOURCES: source %q of kind %s has no secret; set %s", config.Prefix, name, kind, where))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 
+	// verify.New reports invalid options and secrets by their option name,
+	// so the error names the source's variables.
 	verifier, err := verify.New(kind, secrets, opts)
 	if err != nil {
-		return nil, fmt.Errorf("%s_SOURCES: source %q: %w", config.Prefix, name, err)
+		return nil, fmt.Errorf("%s_*: source %q of kind %s: %w", envName, name, kind, err)
 	}
 	return verifier, nil
 }
