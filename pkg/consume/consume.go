@@ -22,10 +22,12 @@ import (
 )
 
 // Handler processes one webhook. Handle must return when ctx is done; its
-// deadline is the handler timeout. A nil error acks the message; any error
-// moves it to the parking lot with the error text in a header. Handle may
-// be called concurrently, also for the same message id (delivery is at least
-// once), so it should be idempotent by msg.ID.
+// deadline is the handler timeout. A nil error acks the message. An error
+// is retried later by the route's RetryPolicy, unless it wraps ErrPermanent
+// or the attempts are used up: then the message goes to the parking lot with
+// the error text in a header. Handle may be called concurrently, also for
+// the same message id (delivery is at least once), so it should be
+// idempotent by msg.ID.
 type Handler interface {
 	Handle(ctx context.Context, msg *contract.Message) error
 }

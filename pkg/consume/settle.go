@@ -161,7 +161,8 @@ func (c *Consumer) move(route Route, d *amqp.Delivery, exchange, key string, hea
 }
 
 // failureHeaders returns d's headers without the broker's dead-lettering
-// headers, plus the failure headers of this attempt.
+// headers and without the delay queue selector of an earlier retry, plus the
+// failure headers of this attempt.
 func failureHeaders(route Route, d *amqp.Delivery, attempt int, cause error) amqp.Table {
 	headers := amqp.Table{}
 	for k, v := range d.Headers {
@@ -169,6 +170,10 @@ func failureHeaders(route Route, d *amqp.Delivery, attempt int, cause error) amq
 		// delay queues; the hookbus headers count attempts instead, and
 		// RabbitMQ 4.x ignores these headers when a client sets them.
 		if k == "x-death" || strings.HasPrefix(k, "x-first-death-") || strings.HasPrefix(k, "x-last-death-") {
+			continue
+		}
+		// retry sets the selector anew, and a parked message has none.
+		if k == HeaderDelay {
 			continue
 		}
 		headers[k] = v

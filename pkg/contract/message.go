@@ -33,18 +33,25 @@ const (
 )
 
 // MaxHeaderBytes is the maximum size of the AMQP headers table that Encode
-// produces, counted as the sum of header name and value lengths. AMQP sends
-// all properties in one frame, and RabbitMQ closes a connection whose frame is
-// larger than frame_max (128 KiB by default), so the headers must stay well
-// below that.
+// produces, counted as its encoding on the wire. AMQP sends all properties in
+// one frame, and RabbitMQ closes a connection whose frame is larger than
+// frame_max (128 KiB by default), so the headers must stay well below that.
 const MaxHeaderBytes = 64 << 10
+
+// maxShortString is the maximum length in bytes of an AMQP short string, the
+// type of header names and of the message-id, content-type and
+// content-encoding properties. amqp091-go v1.17.0 fails to write a longer one
+// and then closes the whole connection, which fails every publish in flight
+// on it.
+const maxShortString = 255
 
 // ErrContract is wrapped by every error that reports a message that does not
 // follow this contract.
 var ErrContract = errors.New("contract: message violates the hookbus contract")
 
 // ErrHeadersTooLarge is returned by Encode when the request headers do not fit
-// in MaxHeaderBytes.
+// in MaxHeaderBytes, or when a header name, the id, the content type or the
+// content encoding is longer than 255 bytes.
 var ErrHeadersTooLarge = errors.New("contract: request headers too large")
 
 // Message is one webhook request as the contract carries it.
@@ -80,14 +87,25 @@ func (m *Message) RoutingKey() string {
 
 // Encode returns the AMQP publishing that carries m: a persistent message
 // whose body is m.Body. It returns an error wrapping ErrHeadersTooLarge when
-// the headers would not fit in one AMQP frame, and one wrapping ErrContract
-// when m lacks an id or a valid source.
+// the headers would not fit in one AMQP frame or when the id, the content
+// type, the content encoding or a header name is longer than an AMQP short
+// string (255 bytes). It returns an error wrapping ErrContract when m lacks an
+// id or a valid source.
 func (m *Message) Encode() (amqp.Publishing, error) {
 	if m.ID == "" {
 		return amqp.Publishing{}, fmt.Errorf("%w: empty message id", ErrContract)
 	}
 	if !ValidSource(m.Source) {
 		return amqp.Publishing{}, fmt.Errorf("%w: invalid source %q", ErrContract, m.Source)
+	}
+	for _, p := range []struct{ name, value string }{
+		{"message id", m.ID},
+		{"content type", m.ContentType},
+		{"content encoding", m.ContentEncoding},
+	} {
+		if len(p.value) > maxShortString {
+			return amqp.Publishing{}, fmt.Errorf("%w: %s of %d bytes, limit %d", ErrHeadersTooLarge, p.name, len(p.value), maxShortString)
+		}
 	}
 
 	headers := amqp.Table{
@@ -96,24 +114,34 @@ func (m *Message) Encode() (amqp.Publishing, error) {
 		HeaderReceivedAt: m.ReceivedAt.UTC().Format(time.RFC3339Nano),
 	}
 	size := 0
+	for key, value := range headers {
+		size += stringFieldSize(key, value.(string))
+	}
 	for name, values := range m.Header {
 		key := HTTPHeaderPrefix + strings.ToLower(name)
-		size += len(key)
+		if len(key) > maxShortString {
+			return amqp.Publishing{}, fmt.Errorf("%w: header name of %d bytes, limit %d", ErrHeadersTooLarge, len(name), maxShortString-len(HTTPHeaderPrefix))
+		}
 		if len(values) == 1 {
 			headers[key] = values[0]
-			size += len(values[0])
+			size += stringFieldSize(key, values[0])
 			continue
 		}
 		list := make([]any, len(values))
+		size += arrayFieldSize(key)
 		for i, v := range values {
 			list[i] = v
-			size += len(v)
+			size += arrayItemSize(v)
 		}
 		headers[key] = list
 	}
 	for name, value := range m.Meta {
-		headers[MetaPrefix+name] = value
-		size += len(MetaPrefix) + len(name) + len(value)
+		key := MetaPrefix + name
+		if len(key) > maxShortString {
+			return amqp.Publishing{}, fmt.Errorf("%w: meta name of %d bytes, limit %d", ErrHeadersTooLarge, len(name), maxShortString-len(MetaPrefix))
+		}
+		headers[key] = value
+		size += stringFieldSize(key, value)
 	}
 	if size > MaxHeaderBytes {
 		return amqp.Publishing{}, fmt.Errorf("%w: %d bytes, limit %d", ErrHeadersTooLarge, size, MaxHeaderBytes)
@@ -251,6 +279,14 @@ func headerStrings(v any) []string {
 	}
 	return out
 }
+
+// Sizes of AMQP field-table entries on the wire. A name is a short string,
+// one length byte followed by the bytes. A string value is a type byte, a
+// four-byte length and the bytes. An array is a type byte and a four-byte
+// length, followed by its items, each a type byte and a value.
+func stringFieldSize(name, value string) int { return 1 + len(name) + 1 + 4 + len(value) }
+func arrayFieldSize(name string) int         { return 1 + len(name) + 1 + 4 }
+func arrayItemSize(value string) int         { return 1 + 4 + len(value) }
 
 func truncate(s string, n int) string {
 	if len(s) <= n {

@@ -6,12 +6,14 @@ package rabbit
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,8 +24,14 @@ import (
 // Config configures a Client.
 type Config struct {
 	// URL is the broker's AMQP URL, for example
-	// amqp://guest:guest@127.0.0.1:5672/.
+	// amqp://guest:guest@127.0.0.1:5672/. It may list several URLs
+	// separated by commas, one per node of a cluster: each connection
+	// attempt after a failure or a lost connection moves to the next one.
 	URL string
+	// TLS, when set, configures TLS for amqps:// URLs (CA, client
+	// certificate, server name). Nil uses the system's roots and the
+	// URL's host name.
+	TLS *tls.Config
 	// Name is the connection name shown in the management UI.
 	Name string
 	// Heartbeat is the AMQP heartbeat interval; zero means 10 seconds.
@@ -49,6 +57,9 @@ type Config struct {
 type Client struct {
 	cfg Config
 	log *slog.Logger
+
+	urls []string
+	next int // index in urls of the next connection attempt; owned by Run
 
 	// mu guards conn and changed.
 	mu      sync.Mutex
@@ -76,7 +87,19 @@ func NewClient(cfg Config) *Client {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Client{cfg: cfg, log: log, changed: make(chan struct{})}
+	return &Client{cfg: cfg, log: log, urls: SplitURLs(cfg.URL), changed: make(chan struct{})}
+}
+
+// SplitURLs returns the URLs of a comma-separated list, without white space
+// and empty entries.
+func SplitURLs(list string) []string {
+	var urls []string
+	for _, u := range strings.Split(list, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			urls = append(urls, u)
+		}
+	}
+	return urls
 }
 
 // Run connects to the broker and reconnects whenever the connection is lost,
@@ -92,7 +115,7 @@ func (c *Client) Run(ctx context.Context) error {
 				return err
 			}
 			wait := jitter(backoff)
-			c.log.Warn("broker connection failed", "broker", RedactURL(c.cfg.URL), "error", err, "retry_in", wait)
+			c.log.Warn("broker connection failed", "error", err, "retry_in", wait)
 			if !sleep(ctx, wait) {
 				return nil
 			}
@@ -111,7 +134,7 @@ func (c *Client) Run(ctx context.Context) error {
 		}()
 
 		c.setConn(conn)
-		c.log.Info("broker connected", "broker", RedactURL(c.cfg.URL), "connection_name", c.cfg.Name)
+		c.log.Info("broker connected", "broker", RedactURL(c.urls[(c.next-1)%len(c.urls)]), "connection_name", c.cfg.Name)
 
 		select {
 		case <-ctx.Done():
@@ -125,25 +148,39 @@ func (c *Client) Run(ctx context.Context) error {
 		case reason := <-closed:
 			c.setConn(nil)
 			watchers.Wait()
-			c.log.Warn("broker connection lost, reconnecting", "broker", RedactURL(c.cfg.URL), "reason", reason)
+			c.log.Warn("broker connection lost, reconnecting", "broker", RedactURL(c.urls[(c.next-1)%len(c.urls)]), "reason", reason)
 		}
 	}
 }
 
+// connect dials the next URL of the list and runs Setup on the connection.
 func (c *Client) connect(ctx context.Context) (*amqp.Connection, error) {
+	if len(c.urls) == 0 {
+		return nil, errors.New("rabbit: no broker URL configured")
+	}
+	url := c.urls[c.next%len(c.urls)]
+	c.next++
+
 	props := amqp.NewConnectionProperties()
 	if c.cfg.Name != "" {
 		props.SetClientConnectionName(c.cfg.Name)
 	}
+	var tlsConfig *tls.Config
+	if c.cfg.TLS != nil {
+		// amqp091-go writes the URL's host into an empty ServerName, so
+		// each attempt gets its own copy.
+		tlsConfig = c.cfg.TLS.Clone()
+	}
 	dial, stopDial := c.dialer(ctx)
-	conn, err := amqp.DialConfig(c.cfg.URL, amqp.Config{
-		Heartbeat:  c.cfg.Heartbeat,
-		Properties: props,
-		Dial:       dial,
+	conn, err := amqp.DialConfig(url, amqp.Config{
+		Heartbeat:       c.cfg.Heartbeat,
+		Properties:      props,
+		Dial:            dial,
+		TLSClientConfig: tlsConfig,
 	})
 	stopDial()
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", RedactURL(c.cfg.URL), err)
+		return nil, fmt.Errorf("dial %s: %w", RedactURL(url), err)
 	}
 	if c.cfg.Setup != nil {
 		if err := c.cfg.Setup(conn); err != nil {
@@ -254,13 +291,19 @@ func IsPermanent(err error) bool {
 	return errors.Is(err, amqp.ErrSASL) || errors.Is(err, amqp.ErrCredentials)
 }
 
-// RedactURL returns rawURL with its password replaced by "xxxxx", for logs.
+// RedactURL returns rawURL, or each URL of a comma-separated list, with
+// its password replaced by "xxxxx", for logs.
 func RedactURL(rawURL string) string {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return "(unparsable URL)"
+	urls := SplitURLs(rawURL)
+	for i, raw := range urls {
+		u, err := url.Parse(raw)
+		if err != nil {
+			urls[i] = "(unparsable URL)"
+			continue
+		}
+		urls[i] = u.Redacted()
 	}
-	return u.Redacted()
+	return strings.Join(urls, ",")
 }
 
 // jitter returns a duration drawn uniformly from [d/2, d].

@@ -237,7 +237,14 @@ func (c *confirmChannel) publish(ctx context.Context, exchange, key string, msg 
 		if c.ch.IsClosed() {
 			return nil, fmt.Errorf("%w: %w", ErrChannelClosed, err)
 		}
-		return nil, fmt.Errorf("rabbit: publish: %w", err)
+		if ctxErr := ctx.Err(); ctxErr != nil && errors.Is(err, ctxErr) {
+			// amqp091-go v1.17.0 checks ctx only before it writes, so
+			// the broker did not get the message.
+			return nil, fmt.Errorf("%w: %w", ErrConfirmTimeout, err)
+		}
+		// A write that failed on an open channel leaves the connection
+		// unusable; amqp091-go closes it.
+		return nil, fmt.Errorf("%w: write failed: %w", ErrChannelClosed, err)
 	}
 	return p.done, nil
 }
