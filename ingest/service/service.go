@@ -60,14 +60,19 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 		return nil, err
 	}
 
+	tlsConfig, err := cfg.TLSConfig()
+	if err != nil {
+		return nil, err
+	}
+
 	listener, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
-
 	client := rabbit.NewClient(rabbit.Config{
 		URL:    cfg.AMQPURL,
 		Name:   ConnectionName,
+		TLS:    tlsConfig,
 		Setup:  topology.Setup(names),
 		Logger: logger,
 	})

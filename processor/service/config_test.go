@@ -244,8 +244,8 @@ func TestUsageListsEveryVariable(t *testing.T) {
 		t.Errorf("help does not start with the description:\n%s", text)
 	}
 	keys := envKeys(reflect.TypeFor[service.Config]())
-	if len(keys) != 12 {
-		t.Errorf("Config has %d variables %v, want 12", len(keys), keys)
+	if len(keys) != 16 {
+		t.Errorf("Config has %d variables %v, want 16", len(keys), keys)
 	}
 	for _, key := range keys {
 		if !strings.Contains(text, "\n"+key+" ") {

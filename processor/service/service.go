@@ -91,9 +91,14 @@ func New(cfg Config, routes []consume.Route, logger *slog.Logger) (*Service, err
 	for i, r := range routes {
 		topologyRoutes[i] = r.Route
 	}
+	tlsConfig, err := cfg.TLSConfig()
+	if err != nil {
+		return nil, err
+	}
 	s.client = rabbit.NewClient(rabbit.Config{
 		URL:    cfg.AMQPURL,
 		Name:   ConnectionName,
+		TLS:    tlsConfig,
 		Setup:  topology.Setup(s.names, topologyRoutes...),
 		Logger: logger,
 	})
