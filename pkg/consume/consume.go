@@ -271,13 +271,19 @@ func (c *Consumer) consumeRoute(ctx, handlerCtx context.Context, route Route) {
 	}
 }
 
-// subscribe opens a channel, declares the delay queues of the route's retry
-// schedule and starts consuming the route's queue.
+// subscribe opens a channel, declares the route's queue and the delay queues
+// of its retry schedule, and starts consuming the route's queue. Declaring
+// the queue again here recreates it when it was deleted under a running
+// consumer; events published meanwhile wait in the unrouted queue.
 func (c *Consumer) subscribe(conn *amqp.Connection, route Route, tag string) (*amqp.Channel, <-chan amqp.Delivery, error) {
 	queue := c.names.RouteQueue(route.Name)
 	ch, err := conn.Channel()
 	if err != nil {
 		return nil, nil, fmt.Errorf("open channel: %w", err)
+	}
+	if err := topology.DeclareRoute(ch, c.names, route.Route); err != nil {
+		_ = ch.Close()
+		return nil, nil, err
 	}
 	if err := topology.DeclareDelays(ch, c.names, c.retryPolicy(route).RetrySchedule); err != nil {
 		_ = ch.Close()
