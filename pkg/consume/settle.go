@@ -10,12 +10,17 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/hookbus/hookbus/pkg/contract"
+	"github.com/hookbus/hookbus/pkg/rabbit"
 	"github.com/hookbus/hookbus/pkg/topology"
 )
 
+// blockedPollInterval is how often publishCopy checks whether the broker
+// unblocked the connection.
+const blockedPollInterval = 250 * time.Millisecond
+
 // moveTimeout bounds the wait for the broker's confirm of a copy that is
 // being moved to a delay queue or the parking lot.
-const moveTimeout = 30 * time.Second
+const moveTimeout = time.Minute
 
 // result is the outcome of one handler call.
 type result struct {
@@ -146,7 +151,7 @@ func (c *Consumer) move(route Route, d *amqp.Delivery, exchange, key string, hea
 
 	ctx, cancel := context.WithTimeout(context.Background(), moveTimeout)
 	defer cancel()
-	err := c.publisher.Publish(ctx, exchange, key, msg)
+	err := c.publishCopy(ctx, exchange, key, msg)
 	if err == nil {
 		if ackErr := d.Ack(false); ackErr != nil {
 			c.log.Warn("ack after moving the message failed, it will be redelivered and may be handled twice", "route", route.Name, "message_id", d.MessageId, "to", exchange, "error", ackErr)
@@ -157,6 +162,22 @@ func (c *Consumer) move(route Route, d *amqp.Delivery, exchange, key string, hea
 	c.log.Error("moving the message failed, rejecting it so that the broker dead-letters it to the parking lot", "route", route.Name, "message_id", d.MessageId, "to", exchange, "error", err)
 	if rejectErr := d.Reject(false); rejectErr != nil {
 		c.log.Warn("reject failed, the message will be redelivered", "route", route.Name, "message_id", d.MessageId, "error", rejectErr)
+	}
+}
+
+// publishCopy publishes msg with a confirm. While the broker blocks the
+// connection (a memory or disk alarm, usually brief), it waits and tries
+// again until ctx is done, rather than parking a message that only needed a
+// retry.
+func (c *Consumer) publishCopy(ctx context.Context, exchange, key string, msg amqp.Publishing) error {
+	for {
+		err := c.publisher.Publish(ctx, exchange, key, msg)
+		if !errors.Is(err, rabbit.ErrBlocked) {
+			return err
+		}
+		if !sleepCtx(ctx, blockedPollInterval) {
+			return err
+		}
 	}
 }
 
@@ -172,7 +193,7 @@ func failureHeaders(route Route, d *amqp.Delivery, attempt int, cause error) amq
 		if k == "x-death" || strings.HasPrefix(k, "x-first-death-") || strings.HasPrefix(k, "x-last-death-") {
 			continue
 		}
-		// retry sets the selector anew, and a parked message has none.
+		// retry sets the selector again, and a parked message carries none.
 		if k == HeaderDelay {
 			continue
 		}

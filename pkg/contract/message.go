@@ -74,7 +74,8 @@ type Message struct {
 	// headers and credentials (see FilterHeader).
 	Header http.Header
 	// Meta holds the other "hookbus-" headers by name without the prefix,
-	// for example "verified-by".
+	// for example "verified-by", or "attempts" (failed attempts so far, in
+	// decimal) on a message that is being retried.
 	Meta map[string]string
 	// Body is the raw request body, byte for byte.
 	Body []byte
@@ -202,7 +203,7 @@ func Decode(d *amqp.Delivery) (*Message, error) {
 			name := http.CanonicalHeaderKey(strings.TrimPrefix(key, HTTPHeaderPrefix))
 			m.Header[name] = headerStrings(value)
 		case strings.HasPrefix(key, MetaPrefix):
-			if s, ok := headerString(value); ok {
+			if s, ok := metaString(value); ok {
 				if m.Meta == nil {
 					m.Meta = map[string]string{}
 				}
@@ -257,6 +258,19 @@ func headerString(v any) (string, bool) {
 		return s, true
 	case []byte:
 		return string(s), true
+	}
+	return "", false
+}
+
+// metaString returns a hookbus header value as text: strings as they are,
+// integers (such as hookbus-attempts) in decimal.
+func metaString(v any) (string, bool) {
+	if s, ok := headerString(v); ok {
+		return s, true
+	}
+	switch n := v.(type) {
+	case int8, int16, int32, int64, int, uint8, uint16, uint32:
+		return fmt.Sprint(n), true
 	}
 	return "", false
 }

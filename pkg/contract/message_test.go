@@ -596,3 +596,25 @@ func TestFilterHeaderEmpty(t *testing.T) {
 		t.Errorf("FilterHeader(nil) = %v, want empty", out)
 	}
 }
+
+func TestDecodeKeepsIntegerMetaHeaders(t *testing.T) {
+	m := contract.Message{ID: "id-1", Source: "github", EventType: "push", ReceivedAt: time.Now(), Body: []byte("{}")}
+	pub, err := m.Encode()
+	if err != nil {
+		t.Fatalf("Encode: %v", err)
+	}
+	pub.Headers["hookbus-attempts"] = int32(3)
+	pub.Headers["hookbus-replays"] = int64(1)
+	d := amqp.Delivery{Headers: pub.Headers, MessageId: pub.MessageId, Type: pub.Type, Body: pub.Body}
+
+	got, err := contract.Decode(&d)
+	if err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	if got.Meta["attempts"] != "3" {
+		t.Errorf(`Meta["attempts"] = %q, want "3"`, got.Meta["attempts"])
+	}
+	if got.Meta["replays"] != "1" {
+		t.Errorf(`Meta["replays"] = %q, want "1"`, got.Meta["replays"])
+	}
+}
