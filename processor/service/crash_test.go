@@ -117,24 +117,14 @@ func runChild() int {
 }
 
 // failedAttempts returns the number of earlier calls for msg that failed,
-// up to 2. It reads the failure times that the consumer adds to a retried
-// message: none before the first failure, two equal times after one
-// failure, and different times after more.
-//
-// NOTE: the hookbus-attempts header would give the number directly, but
-// contract.Decode keeps only string headers in Message.Meta, so the integer
-// header does not reach a handler.
+// from the hookbus-attempts header that the consumer sets on a retried
+// message (0 before the first failure).
 func failedAttempts(msg *contract.Message) int {
-	first, ok := msg.Meta[strings.TrimPrefix(consume.HeaderFirstFailedAt, contract.MetaPrefix)]
-	last := msg.Meta[strings.TrimPrefix(consume.HeaderLastFailedAt, contract.MetaPrefix)]
-	switch {
-	case !ok:
+	n, err := strconv.Atoi(msg.Meta[strings.TrimPrefix(consume.HeaderAttempts, contract.MetaPrefix)])
+	if err != nil {
 		return 0
-	case first == last:
-		return 1
-	default:
-		return 2
 	}
+	return n
 }
 
 // child is a processor process started from the test binary.
