@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -157,30 +155,9 @@ func TestClientRunRetriesTransientSetupError(t *testing.T) {
 // TestClientRunRetriesUnreachableBroker points the client at a listener of
 // the test that accepts and closes every connection, so every dial fails.
 func TestClientRunRetriesUnreachableBroker(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	var accepted atomic.Int32
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			_ = conn.Close()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		wg.Wait()
-	})
+	addr, accepted := closingListener(t)
 
-	client := newClient(t, fmt.Sprintf("amqp://guest:guest@%s/", ln.Addr()), nil)
+	client := newClient(t, fmt.Sprintf("amqp://guest:guest@%s/", addr), nil)
 	stop := background(t, client.Run)
 
 	waitFor(t, "the client has tried three times", func() bool { return accepted.Load() >= 3 })

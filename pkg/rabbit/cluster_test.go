@@ -2,10 +2,7 @@ package rabbit_test
 
 import (
 	"fmt"
-	"net"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/hookbus/hookbus/pkg/rabbit"
@@ -15,32 +12,10 @@ import (
 func TestClientMovesToNextURL(t *testing.T) {
 	url := rabbittest.URL(t)
 
-	// The first "node" accepts TCP connections and closes them at once,
-	// like a node that is going down.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	var accepted atomic.Int32
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			_ = conn.Close()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		wg.Wait()
-	})
+	// The first node closes every connection at once.
+	addr, accepted := closingListener(t)
 
-	list := fmt.Sprintf("amqp://guest:guest@%s/, %s", ln.Addr(), url)
+	list := fmt.Sprintf("amqp://guest:guest@%s/, %s", addr, url)
 	client := newClient(t, list, nil)
 	stop := background(t, client.Run)
 

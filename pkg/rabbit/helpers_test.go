@@ -3,7 +3,9 @@ package rabbit_test
 import (
 	"context"
 	"log/slog"
+	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -122,4 +124,34 @@ func message(id string) amqp.Publishing {
 		ContentType:  "application/json",
 		Body:         []byte(`{"id":"` + id + `"}`),
 	}
+}
+
+// closingListener starts a TCP listener that accepts connections and closes
+// them at once, like a broker node that is going down. It returns the
+// listener's address and the number of connections accepted so far.
+func closingListener(tb testing.TB) (addr string, accepted *atomic.Int32) {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("listen: %v", err)
+	}
+	accepted = new(atomic.Int32)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			_ = conn.Close()
+		}
+	}()
+	tb.Cleanup(func() {
+		_ = ln.Close()
+		wg.Wait()
+	})
+	return ln.Addr().String(), accepted
 }
