@@ -35,6 +35,15 @@ const MaxQueueLength = 1_000_000
 // default of 20 to quorum queues; setting it makes 3.x behave the same.
 const DeliveryLimit = 20
 
+// InspectionDeliveryLimit is the x-delivery-limit of the unrouted queue and
+// the parking lot. Operators look at their messages without removing them
+// (processor dlq list, "Get messages" in the management UI), and every look
+// returns the message to the queue, which RabbitMQ 4.0 to 4.2 count as a
+// delivery against a default limit of 20 before dropping the message. A
+// limit this high is never reached. It cannot be turned off instead: -1 is
+// accepted by RabbitMQ 3.10 but drops a message on its first return.
+const InspectionDeliveryLimit = 1_000_000
+
 var (
 	namespacePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$`)
 	routePattern     = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
@@ -203,7 +212,9 @@ func declareFanout(ch *amqp.Channel, exchange, queue string) error {
 	if err := ch.ExchangeDeclare(exchange, amqp.ExchangeFanout, true, false, false, false, nil); err != nil {
 		return fmt.Errorf("declare exchange %q: %w", exchange, err)
 	}
-	if _, err := ch.QueueDeclare(queue, true, false, false, false, quorumArgs()); err != nil {
+	args := quorumArgs()
+	args["x-delivery-limit"] = InspectionDeliveryLimit
+	if _, err := ch.QueueDeclare(queue, true, false, false, false, args); err != nil {
 		return fmt.Errorf("declare queue %q: %w", queue, err)
 	}
 	if err := ch.QueueBind(queue, "", exchange, false, nil); err != nil {

@@ -1,5 +1,7 @@
 // Command processor consumes hookbus webhook events from RabbitMQ and runs
 // the built-in default route on them. Run it with -h for its configuration.
+// "processor dlq" lists, replays and deletes parked and unrouted messages;
+// run "processor dlq -h" for its commands.
 package main
 
 import (
@@ -12,6 +14,7 @@ import (
 
 	"github.com/hookbus/hookbus/pkg/config"
 	"github.com/hookbus/hookbus/pkg/consume"
+	"github.com/hookbus/hookbus/processor/dlq"
 	"github.com/hookbus/hookbus/processor/handlers"
 	"github.com/hookbus/hookbus/processor/service"
 )
@@ -37,9 +40,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 				fmt.Fprintf(stderr, "processor: write help: %v\n", err)
 				return exitFailed
 			}
+			fmt.Fprintln(stdout, "\nTo inspect, replay or delete parked and unrouted messages, run processor dlq -h.")
 			return exitOK
+		case "dlq":
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			// A second signal ends the process at once.
+			context.AfterFunc(ctx, stop)
+			return dlq.Run(ctx, args[1:], os.Stdin, stdout, stderr)
 		default:
-			fmt.Fprintf(stderr, "processor: unknown argument %q (the processor takes no arguments and reads its configuration from environment variables, which processor -h lists)\n", args[0])
+			fmt.Fprintf(stderr, "processor: unknown argument %q (the processor takes no arguments except the dlq command, and reads its configuration from environment variables, which processor -h lists)\n", args[0])
 			return exitUsage
 		}
 	}
