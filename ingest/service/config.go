@@ -14,6 +14,9 @@ import (
 // 128 MiB), and the headers travel in the same message.
 const MaxBodyLimit = 15 << 20
 
+// MinSpoolBytes is the lowest accepted HOOKBUS_SPOOL_MAX_BYTES.
+const MinSpoolBytes = 1 << 20
+
 // Config is the ingest service's configuration, read from HOOKBUS_*
 // environment variables.
 type Config struct {
@@ -28,6 +31,8 @@ type Config struct {
 	ShutdownGrace   time.Duration `envconfig:"SHUTDOWN_GRACE" default:"25s" desc:"how long in-flight requests may take to finish after SIGTERM"`
 	Sources         string        `envconfig:"SOURCES" desc:"comma-separated name:kind pairs, for example github:github,billing:stripe; kinds: none, github, stripe, slack, shopify, standard, hmac; empty accepts every source name without verification"`
 	SecretsDir      string        `envconfig:"SECRETS_DIR" desc:"directory holding one file per source, named after it, with its secrets one per line"`
+	SpoolDir        string        `envconfig:"SPOOL_DIR" desc:"directory of the local spool file, which keeps webhooks on disk while the broker does not confirm them and publishes them later; empty turns the spool off, so that broker trouble answers 503"`
+	SpoolMaxBytes   int64         `envconfig:"SPOOL_MAX_BYTES" default:"1073741824" desc:"largest total size of the spooled messages in bytes (at least 1 MiB); when a webhook does not fit, it gets 503"`
 
 	// LookupEnv reads the per-source variables; nil means os.LookupEnv.
 	LookupEnv func(string) (string, bool) `ignored:"true"`
@@ -55,6 +60,9 @@ func (c Config) Validate() error {
 		positive("READ_TIMEOUT", c.ReadTimeout),
 		positive("SHUTDOWN_GRACE", c.ShutdownGrace),
 	)
+	if c.SpoolDir != "" && c.SpoolMaxBytes < MinSpoolBytes {
+		errs = append(errs, fmt.Errorf("%s_SPOOL_MAX_BYTES: %d is out of range (want at least %d)", config.Prefix, c.SpoolMaxBytes, MinSpoolBytes))
+	}
 	if c.PublishChannels < 1 || c.PublishChannels > 64 {
 		errs = append(errs, fmt.Errorf("%s_PUBLISH_CHANNELS: %d is out of range (want 1 to 64)", config.Prefix, c.PublishChannels))
 	}

@@ -1,6 +1,8 @@
 // Package service is the ingest HTTP service: it receives webhooks on
 // POST /webhooks/:source, publishes each as one persistent message with
-// publisher confirms, and answers 202 only after the broker confirmed it.
+// publisher confirms, and responds 202 only after the broker confirmed it.
+// With HOOKBUS_SPOOL_DIR set, it also responds 202 for a message that the
+// broker did not confirm once the message is on local disk in the spool.
 package service
 
 import (
@@ -31,7 +33,8 @@ func init() {
 	gin.SetMode(gin.ReleaseMode)
 }
 
-// Service is a running ingest: HTTP server, broker client and publisher.
+// Service is a running ingest: HTTP server, broker client, publisher and,
+// when configured, the spool.
 type Service struct {
 	cfg       Config
 	log       *slog.Logger
@@ -42,11 +45,15 @@ type Service struct {
 	client    *rabbit.Client
 	publisher *rabbit.Publisher
 	metrics   *metrics
+	// spooler is nil when the spool is off.
+	spooler *spooler
 }
 
-// New validates cfg, declares nothing yet and listens on cfg.Addr, so that
-// Addr is known before Run (use port 0 in tests). The caller must call Run,
-// which closes the listener when it returns.
+// New validates cfg, declares nothing yet, listens on cfg.Addr, so that Addr
+// is known before Run (use port 0 in tests), and opens the spool when
+// cfg.SpoolDir is set. It fails when another process has the spool file
+// open. The caller must call Run, which closes the listener and the spool
+// when it returns.
 func New(cfg Config, logger *slog.Logger) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -86,6 +93,12 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 		publisher: rabbit.NewPublisher(client, cfg.PublishChannels, logger),
 		metrics:   newMetrics(),
 	}
+	if cfg.SpoolDir != "" {
+		if s.spooler, err = openSpooler(cfg, s.publisher, s.metrics, logger); err != nil {
+			_ = listener.Close()
+			return nil, err
+		}
+	}
 	s.server = &http.Server{
 		Handler:           s.routes(),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -106,14 +119,23 @@ func (s *Service) Addr() string {
 }
 
 // Ready reports whether ingest can accept webhooks: connected to the broker
-// with at least one open confirm-mode channel, and not blocked.
+// with at least one open confirm-mode channel and not blocked, or with the
+// spool on and not full.
 func (s *Service) Ready() bool {
+	return s.brokerReady() || s.spooler.status().accepts()
+}
+
+// brokerReady reports whether ingest can publish to the broker: connected,
+// with at least one open confirm-mode channel, and not blocked.
+func (s *Service) brokerReady() bool {
 	return s.client.Connected() && s.publisher.Ready()
 }
 
-// Run serves HTTP and keeps the broker connection until ctx is done. Then it
-// stops accepting connections, lets in-flight requests finish their publish
-// (for at most ShutdownGrace), and only then closes the broker connection.
+// Run serves HTTP, keeps the broker connection and drains the spool until
+// ctx is done. Then it stops accepting connections, lets in-flight requests
+// finish their publish (for at most ShutdownGrace), stops the drainer after
+// its current batch (at most PublishTimeout), closes the broker connection,
+// and closes the spool file last.
 // It returns nil after a clean shutdown, and an error when the server fails
 // or the broker rejects the topology permanently (for example an existing
 // queue with other arguments).
@@ -133,11 +155,22 @@ func (s *Service) Run(ctx context.Context) error {
 		s.publisher.Run(brokerCtx)
 	}()
 
+	drainCtx, stopDrain := context.WithCancel(context.Background())
+	defer stopDrain()
+	var drainer sync.WaitGroup
+	if s.spooler != nil {
+		drainer.Add(1)
+		go func() {
+			defer drainer.Done()
+			s.spooler.run(drainCtx)
+		}()
+	}
+
 	serveErr := make(chan error, 1)
 	go func() {
 		serveErr <- s.server.Serve(s.listener)
 	}()
-	s.log.Info("ingest started", "addr", s.Addr(), "namespace", s.names.Namespace(), "exchange", s.names.Exchange())
+	s.log.Info("ingest started", "addr", s.Addr(), "namespace", s.names.Namespace(), "exchange", s.names.Exchange(), "spool_dir", s.cfg.SpoolDir)
 	s.logSources()
 
 	var runErr error
@@ -165,8 +198,19 @@ func (s *Service) Run(ctx context.Context) error {
 		runErr = errors.Join(runErr, fmt.Errorf("http server: %w", err))
 	}
 
+	// The requests have finished, unless the grace period ran out. A
+	// handler that writes to the spool after it is closed gets an error
+	// and responds 503. The drainer finishes its batch while the broker
+	// connection is still open.
+	stopDrain()
+	drainer.Wait()
 	stopBroker()
 	wg.Wait()
+	if s.spooler != nil {
+		if err := s.spooler.close(); err != nil {
+			runErr = errors.Join(runErr, err)
+		}
+	}
 	s.log.Info("ingest stopped")
 	return runErr
 }
@@ -208,12 +252,14 @@ func (s *Service) routes() http.Handler {
 }
 
 func (s *Service) readyz(c *gin.Context) {
+	spool := s.spooler.status()
 	status := gin.H{
 		"broker_connected": s.client.Connected(),
 		"broker_blocked":   s.client.Blocked(),
 		"publish_channel":  s.publisher.Ready(),
+		"spool":            spool,
 	}
-	if !s.Ready() {
+	if !s.brokerReady() && !spool.accepts() {
 		status["status"] = "not ready"
 		c.JSON(http.StatusServiceUnavailable, status)
 		return
