@@ -23,10 +23,12 @@ import (
 // retryAfterSeconds is the Retry-After value of a 503 answer.
 const retryAfterSeconds = 5
 
-// accepted is the body of a 202 answer.
+// accepted is the body of a 202 response. Spooled is true, and present,
+// only when the webhook went to the spool instead of the broker.
 type accepted struct {
 	ID         string `json:"id"`
 	RoutingKey string `json:"routing_key"`
+	Spooled    bool   `json:"spooled,omitempty"`
 }
 
 // receive handles POST /webhooks/:source.
@@ -39,8 +41,14 @@ func (s *Service) receiveWebhook(c *gin.Context) int {
 	requestID := newID()
 	c.Header("X-Request-Id", requestID)
 
-	source := s.sources.Lookup(c.Param("source"))
+	name := c.Param("source")
+	if !contract.ValidSource(name) {
+		writeError(c, http.StatusNotFound, "invalid source name: use 1 to 64 lowercase letters, digits, '-' or '_'")
+		return http.StatusNotFound
+	}
+	source := s.sources.Lookup(name)
 	if source == nil {
+		s.log.Debug("webhook for an unconfigured source", "source", name, "request_id", requestID)
 		writeError(c, http.StatusNotFound, "unknown source")
 		return http.StatusNotFound
 	}
@@ -111,7 +119,14 @@ func (s *Service) receiveWebhook(c *gin.Context) int {
 	elapsed := time.Since(start)
 	if err != nil {
 		s.metrics.publish.WithLabelValues("failed").Observe(elapsed.Seconds())
-		s.logPublishFailure(source.Name, msg.ID, routingKey, err)
+		// With the spool on, a webhook that the broker did not confirm is
+		// acknowledged once it is on local disk.
+		if s.spooler == nil {
+			s.logPublishFailure(source.Name, msg.ID, routingKey, err)
+		} else if s.spoolWebhook(source.Name, msg.ID, routingKey, publishing, err) {
+			c.JSON(http.StatusAccepted, accepted{ID: msg.ID, RoutingKey: routingKey, Spooled: true})
+			return http.StatusAccepted
+		}
 		c.Header("Retry-After", strconv.Itoa(retryAfterSeconds))
 		writeError(c, http.StatusServiceUnavailable, "the message broker did not confirm the webhook; retry later")
 		return http.StatusServiceUnavailable

@@ -850,8 +850,11 @@ func TestVerifyUnknownSource(t *testing.T) {
 	env := verifyStart(t)
 	body, header := verifyFixture(t, "github/push.json")
 
-	for _, source := range []string{"gitlab", "GitHub", "github-enterprise", "git%2Ehub"} {
+	for _, source := range []string{"gitlab", "github-enterprise"} {
 		verifyExpectError(t, "source "+source, env.post(t, source, header, body), http.StatusNotFound, "unknown source")
+	}
+	for _, source := range []string{"GitHub", "git%2Ehub"} {
+		verifyExpectError(t, "source "+source, env.post(t, source, header, body), http.StatusNotFound, "invalid source name: use 1 to 64 lowercase letters, digits, '-' or '_'")
 	}
 	env.expectOnlyMarker(t)
 }
