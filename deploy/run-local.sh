@@ -12,8 +12,8 @@
 set -euo pipefail
 
 bin_dir="${1:-bin}"
-# Seconds that the processor gets to finish after Ctrl-C before it receives
-# SIGTERM. Its own default HOOKBUS_SHUTDOWN_GRACE is 25s.
+# Seconds that the processor gets to finish after its SIGTERM before it is
+# killed. Its own default HOOKBUS_SHUTDOWN_GRACE is 25s.
 readonly processor_stop_seconds=35
 
 for program in ingest processor; do
@@ -38,34 +38,39 @@ fi
 
 export HOOKBUS_LOG_FORMAT="${HOOKBUS_LOG_FORMAT:-text}"
 
-# Ctrl-C sends SIGINT to the terminal's whole foreground process group:
-# this script, ingest and the processor. Bash starts background jobs with
-# SIGINT ignored, but Go installs its own handler, so the processor receives
-# the signal too. The trap records it, and stop_processor then waits for the
-# processor's own shutdown. A second signal would make the processor exit at
-# once.
-interrupted=false
-trap 'interrupted=true' INT
-
-"$bin_dir/processor" &
+# The processor runs in a session of its own, so that Ctrl-C (SIGINT to the
+# terminal's foreground process group) reaches only this script and ingest.
+# The EXIT trap then sends the processor exactly one SIGTERM and waits for its
+# graceful shutdown; a second signal would make it exit at once.
+setsid "$bin_dir/processor" &
 processor_pid=$!
 
 # The EXIT trap calls stop_processor, which shellcheck does not see.
 # shellcheck disable=SC2317
 stop_processor() {
-  if [[ "$interrupted" == true ]]; then
-    local deadline=$((SECONDS + processor_stop_seconds))
-    while kill -0 "$processor_pid" 2>/dev/null && ((SECONDS < deadline)); do
-      sleep 0.2
-    done
-  fi
+  kill -TERM "$processor_pid" 2>/dev/null || true
+  local deadline=$((SECONDS + processor_stop_seconds))
+  while kill -0 "$processor_pid" 2>/dev/null && ((SECONDS < deadline)); do
+    sleep 0.2
+  done
   if kill -0 "$processor_pid" 2>/dev/null; then
-    kill -TERM "$processor_pid" 2>/dev/null || true
+    echo "run-local: processor still running after ${processor_stop_seconds}s, killing it" >&2
+    kill -KILL "$processor_pid" 2>/dev/null || true
   fi
   wait "$processor_pid" 2>/dev/null || true
 }
 trap stop_processor EXIT
 
+# Ingest runs in the background so that `wait` returns when this script gets
+# a signal; the trap passes the signal on as SIGTERM, which ingest handles
+# like Ctrl-C.
+"$bin_dir/ingest" &
+ingest_pid=$!
+trap 'kill -TERM "$ingest_pid" 2>/dev/null || true' INT TERM HUP
+
 ingest_status=0
-"$bin_dir/ingest" || ingest_status=$?
+while kill -0 "$ingest_pid" 2>/dev/null; do
+  ingest_status=0
+  wait "$ingest_pid" || ingest_status=$?
+done
 exit "$ingest_status"

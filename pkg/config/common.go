@@ -20,7 +20,7 @@ type Broker struct {
 	AMQPURL           string `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/" desc:"RabbitMQ AMQP URL (amqp:// or amqps://), or several separated by commas for the nodes of a cluster; may contain the password, which is never logged"`
 	Namespace         string `envconfig:"NAMESPACE" default:"webhooks" desc:"prefix of every exchange and queue name; deployments with different namespaces share a broker without touching each other's objects"`
 	AMQPTLSCAFile     string `envconfig:"AMQP_TLS_CA_FILE" desc:"PEM file of the CA certificates that sign the broker's certificate, for amqps:// (default: the system's)"`
-	AMQPTLSCertFile   string `envconfig:"AMQP_TLS_CERT_FILE" desc:"PEM file of the client certificate for amqps://, with AMQP_TLS_KEY_FILE"`
+	AMQPTLSCertFile   string `envconfig:"AMQP_TLS_CERT_FILE" desc:"PEM file of the client certificate for amqps://, with HOOKBUS_AMQP_TLS_KEY_FILE"`
 	AMQPTLSKeyFile    string `envconfig:"AMQP_TLS_KEY_FILE" desc:"PEM file of the client certificate's private key"`
 	AMQPTLSServerName string `envconfig:"AMQP_TLS_SERVER_NAME" desc:"name expected in the broker's certificate (default: the URL's host)"`
 }

@@ -123,6 +123,10 @@ func typeName(goType string) string {
 		return "true or false"
 	case strings.HasPrefix(goType, "int") || strings.HasPrefix(goType, "uint"):
 		return "a whole number"
+	case strings.HasPrefix(goType, "float"):
+		return "a number such as 0.2"
+	case goType == "[]time.Duration" || goType == "[]Duration":
+		return "a comma-separated list of durations such as 10s,1m"
 	}
 	return goType
 }

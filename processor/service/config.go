@@ -66,10 +66,29 @@ func (c Config) Validate() error {
 	if c.ShutdownGrace <= 0 {
 		errs = append(errs, fmt.Errorf("%s_SHUTDOWN_GRACE: %s is out of range (want more than 0)", config.Prefix, c.ShutdownGrace))
 	}
-	if err := c.RetryPolicy().Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("%s_RETRY_DELAYS, %s_RETRY_JITTER or %s_MAX_ATTEMPTS: %w", config.Prefix, config.Prefix, config.Prefix, err))
-	}
+	errs = append(errs, c.validateRetry()...)
 	return errors.Join(errs...)
+}
+
+// validateRetry checks the retry variables one by one, so that each error
+// names its own variable.
+func (c Config) validateRetry() []error {
+	var errs []error
+	if len(c.RetryDelays) == 0 {
+		errs = append(errs, fmt.Errorf("%s_RETRY_DELAYS: missing; want a comma-separated list of durations such as 10s,1m,10m", config.Prefix))
+	}
+	for _, d := range c.RetryDelays {
+		if d < time.Millisecond {
+			errs = append(errs, fmt.Errorf("%s_RETRY_DELAYS: delay %s is under 1ms", config.Prefix, d))
+		}
+	}
+	if c.RetryJitter < 0 || c.RetryJitter > 0.5 {
+		errs = append(errs, fmt.Errorf("%s_RETRY_JITTER: %g is out of range (want 0 to 0.5)", config.Prefix, c.RetryJitter))
+	}
+	if c.MaxAttempts < 0 {
+		errs = append(errs, fmt.Errorf("%s_MAX_ATTEMPTS: %d is negative (want 0 for the default, or a positive number)", config.Prefix, c.MaxAttempts))
+	}
+	return errs
 }
 
 // Usage writes the help text of the processor command to w: what the

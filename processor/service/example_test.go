@@ -21,8 +21,9 @@ var errUnknownOrder = errors.New("order not found")
 
 // A program builds its own processor from the same configuration as the
 // processor command and a route of its own. The route "shop-orders" receives
-// every event of source "shop" whose type starts with "orders", and its
-// handler parks each message it returns an error for. The example needs a
+// every event of source "shop" whose type starts with "orders". Its handler
+// parks a message at once with consume.Permanent; any other error would be
+// retried later. The example needs a
 // broker, so it has no Output comment and is compiled but not run by go test.
 func Example() {
 	var cfg service.Config
@@ -41,7 +42,7 @@ func Example() {
 		Handler: consume.HandlerFunc(func(ctx context.Context, msg *contract.Message) error {
 			// Delivery is at least once: make the work idempotent by msg.ID.
 			if len(msg.Body) == 0 {
-				return errUnknownOrder // the message goes to the parking lot
+				return consume.Permanent(errUnknownOrder) // straight to the parking lot
 			}
 			logger.InfoContext(ctx, "order event handled", "message_id", msg.ID, "event_type", msg.EventType)
 			return nil
