@@ -175,7 +175,7 @@ func (v *digestVerifier) Verify(req Request, _ time.Time) error {
 		return err
 	}
 	if !matchAny(v.scheme.newHash, v.keys, [][]byte{signature}, req.Body) {
-		return fmt.Errorf("%w: %s does not match the body under any of %d secrets", ErrMismatch, v.scheme.header, len(v.keys))
+		return fmt.Errorf("%w: %s does not match the body with any configured secret (%d)", ErrMismatch, v.scheme.header, len(v.keys))
 	}
 	return nil
 }

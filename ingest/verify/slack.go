@@ -54,7 +54,7 @@ func (v *slackVerifier) Verify(req Request, now time.Time) error {
 	}
 
 	if !matchAny(sha256.New, v.keys, [][]byte{signature}, []byte("v0:"+timestampValue+":"), req.Body) {
-		return fmt.Errorf("%w: %s does not match under any of %d secrets", ErrMismatch, headerSlackSignature, len(v.keys))
+		return fmt.Errorf("%w: %s does not match with any configured secret (%d)", ErrMismatch, headerSlackSignature, len(v.keys))
 	}
 	return checkTimestamp(unix, now, v.tolerance)
 }

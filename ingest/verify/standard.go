@@ -117,7 +117,7 @@ func (v *standardVerifier) Verify(req Request, now time.Time) error {
 	// only for a header with leading zeros.
 	signed := []byte(id + "." + timestampValue + ".")
 	if !matchAny(sha256.New, v.keys, signatures, signed, req.Body) {
-		return fmt.Errorf("%w: none of %d v1 signatures in %s matches under any of %d secrets",
+		return fmt.Errorf("%w: none of %d v1 signatures in %s matches with any configured secret (%d)",
 			ErrMismatch, len(signatures), names.signature, len(v.keys))
 	}
 	return checkTimestamp(unix, now, v.tolerance)

@@ -91,7 +91,7 @@ func (v *stripeVerifier) Verify(req Request, now time.Time) error {
 	}
 
 	if !matchAny(sha256.New, v.keys, parsed.v1, []byte(parsed.timestamp), []byte("."), req.Body) {
-		return fmt.Errorf("%w: none of %d v1 signatures in %s matches under any of %d secrets",
+		return fmt.Errorf("%w: none of %d v1 signatures in %s matches with any configured secret (%d)",
 			ErrMismatch, len(parsed.v1), headerStripeSignature, len(v.keys))
 	}
 	return checkTimestamp(parsed.unix, now, v.tolerance)

@@ -41,7 +41,7 @@ func (c *commandRun) list(ctx context.Context) int {
 		fmt.Fprintf(c.stderr, "processor dlq list: write output: %v\n", err)
 		return exitFailed
 	}
-	fmt.Fprintf(c.stderr, "%d of %d messages read from %s matched (%d were ready)\n", len(res.entries), res.read, res.queue, res.ready)
+	fmt.Fprintf(c.stderr, "%d of %d messages read from %s matched (%d ready at start)\n", len(res.entries), res.read, res.queue, res.ready)
 	if c.opts.limit > 0 && len(res.entries) == c.opts.limit && res.read < res.ready {
 		fmt.Fprintf(c.stderr, "stopped at -limit %d; pass a higher -limit, or -limit 0, to see more\n", c.opts.limit)
 	}
@@ -76,11 +76,11 @@ func (c *commandRun) replay(ctx context.Context) int {
 			fmt.Fprintf(c.stderr, "processor dlq replay: write output: %v\n", err)
 			return exitFailed
 		}
-		fmt.Fprintf(c.stderr, "dry run: would replay %d of %d matching messages (%d read from %s, %d were ready); nothing was changed\n",
+		fmt.Fprintf(c.stderr, "dry run: would replay %d of %d matching messages (%d read from %s, %d ready at start); nothing was changed\n",
 			len(res.planned), res.matched, res.read, res.queue, res.ready)
 		return exitOK
 	}
-	fmt.Fprintf(c.stderr, "replayed %d of %d matching messages (%d read from %s, %d were ready); %d skipped, %d failed\n",
+	fmt.Fprintf(c.stderr, "replayed %d of %d matching messages (%d read from %s, %d ready at start); %d skipped, %d failed\n",
 		res.replayed, res.matched, res.read, res.queue, res.ready, len(res.skipped), len(res.failed))
 	if len(res.skipped) > 0 || len(res.failed) > 0 {
 		return exitFailed
@@ -101,7 +101,7 @@ func (c *commandRun) purge(ctx context.Context) int {
 		c.fail("purge", err, fmt.Sprintf("%d messages were deleted; every other message is still in %s", res.deleted, queue))
 		return exitFailed
 	}
-	fmt.Fprintf(c.stderr, "deleted %d of %d matching messages (%d read from %s, %d were ready)\n",
+	fmt.Fprintf(c.stderr, "deleted %d of %d matching messages (%d read from %s, %d ready at start)\n",
 		res.deleted, res.matched, res.read, queue, res.ready)
 	return exitOK
 }
@@ -110,7 +110,7 @@ func (c *commandRun) purge(ctx context.Context) int {
 // reply from stdin. Only "y" or "yes" confirm the deletion.
 func (c *commandRun) askDelete(queue string) confirmFunc {
 	return func(matched int) (bool, error) {
-		fmt.Fprintf(c.stderr, "Delete %d messages from %s? [y/N] ", matched, queue)
+		fmt.Fprintf(c.stderr, "Delete %d message(s) from %s? [y/N] ", matched, queue)
 		line, err := bufio.NewReader(c.stdin).ReadString('\n')
 		if err != nil && !errors.Is(err, io.EOF) {
 			return false, fmt.Errorf("read the reply from stdin: %w", err)

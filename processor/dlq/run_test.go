@@ -148,7 +148,7 @@ func TestAskDeleteReply(t *testing.T) {
 		if got != tt.want {
 			t.Errorf("reply %q confirmed = %v, want %v", tt.reply, got, tt.want)
 		}
-		if stderr.String() != "Delete 3 messages from webhooks.parked? [y/N] " {
+		if stderr.String() != "Delete 3 message(s) from webhooks.parked? [y/N] " {
 			t.Errorf("prompt = %q", stderr.String())
 		}
 	}

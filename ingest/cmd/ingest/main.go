@@ -23,6 +23,7 @@ after the broker confirmed the message, and 503 with Retry-After otherwise.
 GET /healthz, /readyz and /metrics serve health and Prometheus metrics.
 
 Configuration comes from these environment variables:
+
 `
 
 const sendHelp = `ingest send -source NAME [-kind KIND] [-secret-env VAR] FILE signs FILE as the
