@@ -140,7 +140,7 @@ func (p *Publisher) runSlot(ctx context.Context, slot *confirmChannel) {
 		returns := ch.NotifyReturn(make(chan amqp.Return))
 		confirms := ch.NotifyPublish(make(chan amqp.Confirmation, confirmBuffer))
 		closed := ch.NotifyClose(make(chan *amqp.Error, 1))
-		slot.attach(ch)
+		slot.attach(conn, ch)
 
 		reason := slot.dispatch(ctx, returns, confirms, closed)
 		slot.detach()
@@ -172,6 +172,7 @@ type confirmChannel struct {
 	// guards ch.
 	publishMu sync.Mutex
 	ch        *amqp.Channel
+	conn      *amqp.Connection // the connection of ch
 
 	// mu guards pending, the publishes waiting for a confirm by
 	// delivery tag.
@@ -188,12 +189,20 @@ type pendingPublish struct {
 func (c *confirmChannel) open() bool {
 	c.publishMu.Lock()
 	defer c.publishMu.Unlock()
-	return c.ch != nil
+	return c.usable()
 }
 
-func (c *confirmChannel) attach(ch *amqp.Channel) {
+// usable reports whether the attached channel and its connection are open.
+// amqp091-go marks a channel closed only some time after its connection
+// died, so both are checked. The caller holds publishMu.
+func (c *confirmChannel) usable() bool {
+	return c.ch != nil && !c.ch.IsClosed() && !c.conn.IsClosed()
+}
+
+func (c *confirmChannel) attach(conn *amqp.Connection, ch *amqp.Channel) {
 	c.publishMu.Lock()
 	defer c.publishMu.Unlock()
+	c.conn = conn
 	c.ch = ch
 }
 
@@ -206,6 +215,7 @@ func (c *confirmChannel) detach() {
 	if c.ch != nil {
 		_ = c.ch.Close()
 		c.ch = nil
+		c.conn = nil
 	}
 
 	c.mu.Lock()
@@ -220,7 +230,10 @@ func (c *confirmChannel) detach() {
 func (c *confirmChannel) publish(ctx context.Context, exchange, key string, msg amqp.Publishing) (<-chan error, error) {
 	c.publishMu.Lock()
 	defer c.publishMu.Unlock()
-	if c.ch == nil {
+	// A channel of a lost connection stays attached until the dispatcher
+	// sees the close; report it like a missing one so that Publish tries
+	// the other channels.
+	if !c.usable() {
 		return nil, ErrNotConnected
 	}
 
@@ -234,7 +247,7 @@ func (c *confirmChannel) publish(ctx context.Context, exchange, key string, msg 
 		c.mu.Lock()
 		delete(c.pending, tag)
 		c.mu.Unlock()
-		if c.ch.IsClosed() {
+		if c.ch.IsClosed() || c.conn.IsClosed() {
 			return nil, fmt.Errorf("%w: %w", ErrChannelClosed, err)
 		}
 		if ctxErr := ctx.Err(); ctxErr != nil && errors.Is(err, ctxErr) {
