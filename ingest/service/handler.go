@@ -20,6 +20,10 @@ import (
 	"github.com/hookbus/hookbus/pkg/rabbit"
 )
 
+// preallocateBodyBytes is the most readBody allocates before body bytes
+// arrive.
+const preallocateBodyBytes = 64 << 10
+
 // retryAfterSeconds is the Retry-After value of a 503 answer.
 const retryAfterSeconds = 5
 
@@ -73,7 +77,7 @@ func (s *Service) receiveWebhook(c *gin.Context) int {
 		return http.StatusUnauthorized
 	}
 
-	event := webhook.Inspect(c.Request.Header, body)
+	event := webhook.InspectFor(source.Verifier.Kind(), c.Request.Header, body)
 	if challenge, ok := slackChallenge(source, event, body); ok {
 		s.log.Info("answered slack url verification", "source", source.Name, "request_id", requestID)
 		c.JSON(http.StatusOK, gin.H{"challenge": challenge})
@@ -148,9 +152,13 @@ func (s *Service) readBody(r *http.Request) (body []byte, code int, message stri
 		return nil, http.StatusRequestEntityTooLarge, tooLarge
 	}
 
+	// Content-Length is only the client's claim: growing the buffer by it
+	// would let idle connections reserve the body limit each without
+	// sending a byte. Small bodies get their whole size up front; larger
+	// ones grow with the bytes that arrive.
 	var buf bytes.Buffer
 	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength))
+		buf.Grow(int(min(r.ContentLength, preallocateBodyBytes)))
 	}
 	_, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
 	switch {

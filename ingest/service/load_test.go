@@ -188,7 +188,7 @@ func TestConflictingQueueStopsRun(t *testing.T) {
 	if !topology.IsPreconditionFailed(err) {
 		t.Errorf("Run error %q does not wrap the broker's PRECONDITION_FAILED", err)
 	}
-	if !strings.Contains(logs.String(), "broker rejected the topology") {
+	if !strings.Contains(logs.String(), "broker rejected the connection or the topology permanently") {
 		t.Errorf("log lacks the rejected topology; log:\n%s", logs.String())
 	}
 	if _, err := newHTTPClient().Get(inst.baseURL + "/healthz"); err == nil {

@@ -182,7 +182,7 @@ func (s *Service) Run(ctx context.Context) error {
 	case err := <-clientErr:
 		if err != nil {
 			runErr = fmt.Errorf("broker: %w", err)
-			s.log.Error("broker rejected the topology, stopping", "error", err)
+			s.log.Error("broker rejected the connection or the topology permanently, stopping", "error", err)
 		}
 		clientErr <- nil
 	}

@@ -22,14 +22,20 @@ import (
 // SpoolFileName is the name of the spool file in HOOKBUS_SPOOL_DIR.
 const SpoolFileName = "spool.db"
 
-// Drain settings. A batch of drainBatch messages is published at once, each
-// from its own goroutine, and the confirmed ones are deleted in one
-// transaction. After a failure the drainer waits, doubling the wait from
-// drainMinBackoff up to drainMaxBackoff, with jitter.
+// Drain settings. A batch of at most drainBatch messages and
+// drainMaxBatchBytes bytes is published at once, each message from its own
+// goroutine, and the confirmed ones are deleted in one transaction. A batch
+// that confirmed nothing halves the byte budget of the next one, down to a
+// single message, so that a slow link still makes progress; each success
+// doubles it again. A batch may take drainMinTimeout, or the publish timeout
+// when that is longer. After a failure the drainer waits, doubling the wait
+// from drainMinBackoff up to drainMaxBackoff, with jitter.
 const (
-	drainBatch      = 64
-	drainMinBackoff = 100 * time.Millisecond
-	drainMaxBackoff = 5 * time.Second
+	drainBatch         = 64
+	drainMaxBatchBytes = 4 << 20
+	drainMinTimeout    = 30 * time.Second
+	drainMinBackoff    = 100 * time.Millisecond
+	drainMaxBackoff    = 5 * time.Second
 )
 
 // spooler connects the spool to the request handler, readiness and metrics,
@@ -66,7 +72,7 @@ func openSpooler(cfg Config, publisher *rabbit.Publisher, m *metrics, logger *sl
 		publisher: publisher,
 		log:       logger,
 		metrics:   m,
-		timeout:   cfg.PublishTimeout,
+		timeout:   max(cfg.PublishTimeout, drainMinTimeout),
 		wake:      make(chan struct{}, 1),
 	}, nil
 }
@@ -149,13 +155,13 @@ func (sp *spooler) notify() {
 // in batches whenever the publisher is ready, and deletes each message only
 // after the broker confirmed it. A crash between the confirm and the delete
 // publishes the message again after the restart, with the same message id.
-// A batch that has started finishes, or times out, after ctx is done.
 func (sp *spooler) run(ctx context.Context) {
 	if stats, err := sp.spool.Stats(); err == nil && stats.Messages > 0 {
 		sp.log.Info("spool has webhooks from an earlier run, publishing them", "path", sp.spool.Path(), "messages", stats.Messages, "bytes", stats.Bytes)
 	}
 
 	backoff := drainMinBackoff
+	batchBytes := int64(drainMaxBatchBytes)
 	failing := false
 	drained := 0
 	var drainStart time.Time
@@ -201,7 +207,13 @@ func (sp *spooler) run(ctx context.Context) {
 			continue
 		}
 
+		records = limitBatch(records, batchBytes)
 		confirmed, err := sp.publishBatch(ctx, records)
+		if len(confirmed) == 0 && err != nil {
+			batchBytes = max(batchBytes/2, 1)
+		} else if err == nil {
+			batchBytes = min(batchBytes*2, drainMaxBatchBytes)
+		}
 		if len(confirmed) > 0 {
 			if delErr := sp.spool.Delete(confirmed); delErr != nil {
 				// The messages stay in the spool and are published
@@ -240,12 +252,26 @@ func (sp *spooler) run(ctx context.Context) {
 	}
 }
 
+// limitBatch returns the oldest records whose sizes add up to at most
+// maxBytes, and at least one record.
+func limitBatch(records []spool.Record, maxBytes int64) []spool.Record {
+	var total int64
+	for i, r := range records {
+		total += r.Size
+		if total > maxBytes && i > 0 {
+			return records[:i]
+		}
+	}
+	return records
+}
+
 // publishBatch publishes records at once and returns the keys of those the
-// broker confirmed, and the first error of the others. Its publishes use a
-// context that ctx's end does not cancel, so that a batch under way at
-// shutdown still collects its confirms. sp.timeout bounds the wait.
+// broker confirmed, and the first error of the others. sp.timeout bounds
+// the wait. Shutdown (ctx's end) stops the wait at once: messages whose
+// confirms had not arrived stay in the spool and are published again after
+// the restart, which may duplicate them.
 func (sp *spooler) publishBatch(ctx context.Context, records []spool.Record) ([]uint64, error) {
-	publishCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sp.timeout)
+	publishCtx, cancel := context.WithTimeout(ctx, sp.timeout)
 	defer cancel()
 
 	errs := make([]error, len(records))

@@ -152,3 +152,34 @@ func validID(id string) bool {
 	}
 	return true
 }
+
+// senderHeaders lists, per signature verifier kind, the event type and
+// delivery id headers that sender sends. Only these are read for a source of
+// that kind: the signature covers the body, not the headers, so a header of
+// another provider added to a replayed delivery must not change its id or
+// routing.
+var senderHeaders = map[string][]string{
+	"github":   {"X-GitHub-Event", "X-GitHub-Delivery"},
+	"shopify":  {"X-Shopify-Topic", "X-Shopify-Webhook-Id"},
+	"standard": {"Webhook-Id", "Svix-Id"},
+	"stripe":   nil,
+	"slack":    nil,
+}
+
+// InspectFor is Inspect for a source whose signatures the verifier of the
+// given kind checks ("github", "stripe", "slack", "shopify", "standard"):
+// it reads only that sender's headers, and the body. For any other kind
+// ("none", "hmac") it reads every header Inspect knows.
+func InspectFor(kind string, header http.Header, body []byte) Event {
+	names, known := senderHeaders[kind]
+	if !known {
+		return Inspect(header, body)
+	}
+	own := http.Header{}
+	for _, name := range append(names, "Content-Type") {
+		if values := header.Values(name); len(values) > 0 {
+			own[http.CanonicalHeaderKey(name)] = values
+		}
+	}
+	return Inspect(own, body)
+}

@@ -371,3 +371,35 @@ func TestInspectDoesNotModifyInput(t *testing.T) {
 		t.Errorf("Inspect changed the header: %v", header)
 	}
 }
+
+func TestInspectForIgnoresOtherSendersHeaders(t *testing.T) {
+	body := []byte(`{"id":"evt_real","object":"event","type":"invoice.paid"}`)
+	header := http.Header{
+		"Content-Type":      {"application/json"},
+		"X-Github-Event":    {"charge.refunded"},
+		"X-Github-Delivery": {"attacker-chosen-id"},
+		"Svix-Id":           {"spoof"},
+	}
+
+	got := webhook.InspectFor("stripe", header, body)
+	if got.Type != "invoice.paid" {
+		t.Errorf("stripe type = %q, want invoice.paid from the signed body", got.Type)
+	}
+	if got.DeliveryID != "evt_real" {
+		t.Errorf("stripe id = %q, want evt_real from the signed body", got.DeliveryID)
+	}
+
+	standard := http.Header{"Webhook-Id": {"msg_2"}, "X-Github-Delivery": {"spoof"}}
+	if got := webhook.InspectFor("standard", standard, []byte(`{"type":"user.created"}`)); got.DeliveryID != "msg_2" {
+		t.Errorf("standard id = %q, want msg_2 from webhook-id", got.DeliveryID)
+	}
+
+	github := http.Header{"X-Github-Event": {"push"}, "X-Github-Delivery": {"d-1"}}
+	if got := webhook.InspectFor("github", github, []byte(`{}`)); got.Type != "push" || got.DeliveryID != "d-1" {
+		t.Errorf("github = %+v, want type push and id d-1 from its own headers", got)
+	}
+
+	if got := webhook.InspectFor("none", header, body); got.DeliveryID != "attacker-chosen-id" {
+		t.Errorf("none id = %q, want the X-GitHub-Delivery header (an unverified source reads every header)", got.DeliveryID)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"reflect"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -148,8 +149,13 @@ func Usage(w io.Writer, spec any) error {
 // amqp:// or amqps:// URL with a host.
 func CheckAMQPURL(variable, value string) error {
 	u, err := url.Parse(value)
-	if err != nil || (u.Scheme != "amqp" && u.Scheme != "amqps") || u.Host == "" {
+	if err != nil || (u.Scheme != "amqp" && u.Scheme != "amqps") || u.Hostname() == "" {
 		return fmt.Errorf("%s: invalid AMQP URL (want amqp://user:password@host:5672/vhost or amqps://...)", variable)
+	}
+	if port := u.Port(); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("%s: invalid port %q in the AMQP URL (want 1 to 65535)", variable, port)
+		}
 	}
 	return nil
 }

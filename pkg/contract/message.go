@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -302,9 +303,13 @@ func stringFieldSize(name, value string) int { return 1 + len(name) + 1 + 4 + le
 func arrayFieldSize(name string) int         { return 1 + len(name) + 1 + 4 }
 func arrayItemSize(value string) int         { return 1 + 4 + len(value) }
 
+// truncate cuts s to at most n bytes without splitting a UTF-8 character.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n]
 }

@@ -31,6 +31,11 @@ type RetrySchedule struct {
 	Jitter float64
 }
 
+// MaxRetryDelay is the longest retry delay. RabbitMQ takes an x-message-ttl
+// of at most 2^32-1 milliseconds (about 49.7 days), and a jitter of up to 50%
+// is added on top.
+const MaxRetryDelay = 30 * 24 * time.Hour
+
 // DefaultRetrySchedule waits 10 seconds, 1 minute, 10 minutes, 1 hour and 6
 // hours, each within ±20%.
 var DefaultRetrySchedule = RetrySchedule{
@@ -47,6 +52,9 @@ func (s RetrySchedule) Validate() error {
 	for _, d := range s.Delays {
 		if d < time.Millisecond {
 			return fmt.Errorf("topology: retry delay %s is under 1ms", d)
+		}
+		if d > MaxRetryDelay {
+			return fmt.Errorf("topology: retry delay %s is over the maximum of %s", d, MaxRetryDelay)
 		}
 	}
 	if s.Jitter < 0 || s.Jitter > 0.5 {

@@ -54,10 +54,17 @@ type idList map[string]bool
 func (l idList) String() string { return strings.Join(slices.Sorted(maps.Keys(l)), ",") }
 
 func (l idList) Set(value string) error {
+	added := 0
 	for _, id := range strings.Split(value, ",") {
 		if id = strings.TrimSpace(id); id != "" {
 			l[id] = true
+			added++
 		}
+	}
+	// An empty value must not turn into "no filter": a script that passes
+	// an unset variable would otherwise purge every message.
+	if added == 0 {
+		return fmt.Errorf("empty message id in %q", value)
 	}
 	return nil
 }
@@ -121,6 +128,16 @@ func parseOptions(command string, args []string) (options, error) {
 	}
 	if fs.NArg() > 0 {
 		return opts, fmt.Errorf("unexpected argument %q (every option is a flag, for example -id %s)", fs.Arg(0), fs.Arg(0))
+	}
+	// A filter flag given with an empty value would match every message.
+	var empty []string
+	fs.Visit(func(f *flag.Flag) {
+		if (f.Name == "source" || f.Name == "type" || f.Name == "route") && f.Value.String() == "" {
+			empty = append(empty, "-"+f.Name)
+		}
+	})
+	if len(empty) > 0 {
+		return opts, fmt.Errorf("empty value for %s (an empty filter would select every message; leave the flag out instead)", strings.Join(empty, ", "))
 	}
 	return opts, opts.validate()
 }

@@ -37,6 +37,11 @@ func TestRunUsageErrors(t *testing.T) {
 		{"route of unrouted", []string{"list", "-queue", "unrouted", "-route", "default"}, "unrouted messages have no route"},
 		{"positional argument", []string{"replay", "abc-123"}, `unexpected argument "abc-123"`},
 		{"purge without terminal", []string{"purge"}, "pass -yes"},
+		{"empty id", []string{"purge", "-yes", "-id", ""}, "empty message id"},
+		{"only commas as ids", []string{"purge", "-yes", "-id", ",,"}, "empty message id"},
+		{"empty type", []string{"purge", "-yes", "-type", ""}, "empty value for -type"},
+		{"empty source", []string{"replay", "-source", ""}, "empty value for -source"},
+		{"empty route", []string{"list", "-route", ""}, "empty value for -route"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -78,8 +78,8 @@ func (c Config) validateRetry() []error {
 		errs = append(errs, fmt.Errorf("%s_RETRY_DELAYS: missing; want a comma-separated list of durations such as 10s,1m,10m", config.Prefix))
 	}
 	for _, d := range c.RetryDelays {
-		if d < time.Millisecond {
-			errs = append(errs, fmt.Errorf("%s_RETRY_DELAYS: delay %s is under 1ms", config.Prefix, d))
+		if d < time.Millisecond || d > topology.MaxRetryDelay {
+			errs = append(errs, fmt.Errorf("%s_RETRY_DELAYS: delay %s is out of range (want 1ms to %s)", config.Prefix, d, topology.MaxRetryDelay))
 		}
 	}
 	if c.RetryJitter < 0 || c.RetryJitter > 0.5 {

@@ -32,7 +32,7 @@ func newMetrics(routes []consume.Route, ready func() bool) *metrics {
 		registry: prometheus.NewRegistry(),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricDeliveries,
-			Help: "Deliveries settled, by route and outcome: acked (handler succeeded), parked (handler failed or the message broke the contract) or requeued (shutdown cut the handler short).",
+			Help: "Deliveries settled, by route and outcome: acked (handler succeeded), retried (handler failed, the message waits in a delay queue), parked (permanent failure, attempts used up or a contract violation) or requeued (shutdown cut the handler short).",
 		}, []string{"route", "outcome"}),
 		handlerDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    MetricHandlerDuration,
@@ -61,7 +61,7 @@ func newMetrics(routes []consume.Route, ready func() bool) *metrics {
 	// Create every series up front, so that rates start from zero instead
 	// of appearing with the first delivery.
 	for _, r := range routes {
-		for _, outcome := range []consume.Outcome{consume.OutcomeAcked, consume.OutcomeParked, consume.OutcomeRequeued} {
+		for _, outcome := range []consume.Outcome{consume.OutcomeAcked, consume.OutcomeRetried, consume.OutcomeParked, consume.OutcomeRequeued} {
 			m.deliveries.WithLabelValues(r.Name, string(outcome))
 		}
 		m.handlerDuration.WithLabelValues(r.Name)
