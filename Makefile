@@ -11,12 +11,14 @@ MODULES := pkg ingest processor test
 PACKAGES := $(foreach module,$(MODULES),./$(module)/...)
 # Timeout of one test step (one go test command).
 TEST_TIMEOUT ?= 10m
+# Timeout of the soak run, whose disturbances last about 20 minutes.
+SOAK_TIMEOUT ?= 60m
 # Benchmark settings. Raise BENCHCOUNT to 6 or more to compare runs with benchstat.
 BENCHTIME ?= 1s
 BENCHCOUNT ?= 1
 IMAGE_TAG ?= dev
 
-.PHONY: help build test test-unit test-e2e lint bench run docker clean
+.PHONY: help build test test-unit test-e2e test-chaos soak lint bench run docker clean
 
 help: ## List the targets
 	@echo 'Usage: make TARGET'
@@ -32,6 +34,7 @@ build: ## Build bin/ingest and bin/processor
 test: ## Run every test suite with the race detector, one suite after another
 	@$(MAKE) --no-print-directory test-unit
 	@$(MAKE) --no-print-directory test-e2e
+	@$(MAKE) --no-print-directory test-chaos
 
 test-unit: ## Run the tests of pkg, ingest and processor
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./pkg/... ./ingest/... ./processor/...
@@ -44,6 +47,16 @@ test-e2e: ## Run the end-to-end tests in test/
 	fi; \
 	echo '$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./test/...'; \
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./test/...
+
+# The chaos suite starts a RabbitMQ node of its own from the installed
+# rabbitmq-server and never touches the broker on 127.0.0.1:5672. It prints
+# one result line per test, hence -v. See docs/guarantees.md.
+test-chaos: ## Run the chaos tests in test/chaos against a RabbitMQ node they start (about 5 minutes)
+	HOOKBUS_CHAOS=1 $(GO) test -race -count=1 -v -timeout $(TEST_TIMEOUT) ./test/chaos/
+
+soak: ## Run chaos tests 1 to 4 with longer disturbances (about 20 minutes; not part of make test)
+	HOOKBUS_CHAOS=1 HOOKBUS_CHAOS_SOAK=1 $(GO) test -race -count=1 -v -timeout $(SOAK_TIMEOUT) \
+		-run '^(TestBrokerAppRestart|TestConnectionForceClose|TestProcessKill|TestMemoryAlarm)$$' ./test/chaos/
 
 lint: ## Fail on files that gofmt would change, then run go vet on every module
 	@unformatted="$$(gofmt -l $(MODULES))"; \
