@@ -21,6 +21,9 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
+// closeTimeout bounds the AMQP close handshake when Run stops.
+const closeTimeout = 5 * time.Second
+
 // Config configures a Client.
 type Config struct {
 	// URL is the broker's AMQP URL, for example
@@ -139,7 +142,11 @@ func (c *Client) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			c.setConn(nil)
-			if err := conn.Close(); err != nil && !errors.Is(err, amqp.ErrClosed) {
+			// A broker that stopped answering would hold the close
+			// handshake until the heartbeat timeout; the deadline bounds
+			// shutdown instead, and also ends channel closes still
+			// waiting on this connection.
+			if err := conn.CloseDeadline(time.Now().Add(closeTimeout)); err != nil && !errors.Is(err, amqp.ErrClosed) {
 				c.log.Warn("broker connection close failed", "error", err)
 			}
 			watchers.Wait()
