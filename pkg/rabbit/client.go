@@ -142,7 +142,7 @@ func (c *Client) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			c.setConn(nil)
-			// A broker that stopped answering would hold the close
+			// A broker that stopped responding would hold the close
 			// handshake until the heartbeat timeout; the deadline bounds
 			// shutdown instead, and also ends channel closes still
 			// waiting on this connection.
