@@ -24,7 +24,7 @@ import (
 // arrive.
 const preallocateBodyBytes = 64 << 10
 
-// retryAfterSeconds is the Retry-After value of a 503 answer.
+// retryAfterSeconds is the Retry-After value of a 503 response.
 const retryAfterSeconds = 5
 
 // accepted is the body of a 202 response. Spooled is true, and present,
@@ -79,7 +79,7 @@ func (s *Service) receiveWebhook(c *gin.Context) int {
 
 	event := webhook.InspectFor(source.Verifier.Kind(), c.Request.Header, body)
 	if challenge, ok := slackChallenge(source, event, body); ok {
-		s.log.Info("answered slack url verification", "source", source.Name, "request_id", requestID)
+		s.log.Info("responded to slack url verification", "source", source.Name, "request_id", requestID)
 		c.JSON(http.StatusOK, gin.H{"challenge": challenge})
 		return http.StatusOK
 	}
@@ -181,7 +181,7 @@ func (s *Service) logPublishFailure(source, id, routingKey string, err error) {
 	case errors.Is(err, rabbit.ErrNacked):
 		s.log.Warn("broker rejected the webhook; a queue may be full", attrs...)
 	default:
-		s.log.Warn("webhook not confirmed by the broker, answered 503", attrs...)
+		s.log.Warn("webhook not confirmed by the broker, responded 503", attrs...)
 	}
 }
 

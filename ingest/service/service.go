@@ -268,7 +268,7 @@ func (s *Service) readyz(c *gin.Context) {
 	c.JSON(http.StatusOK, status)
 }
 
-// recoverPanic answers 500 for a panic in a handler and logs it, so that no
+// recoverPanic responds 500 to a panic in a handler and logs it, so that no
 // input crashes the process.
 func (s *Service) recoverPanic(c *gin.Context) {
 	defer func() {

@@ -16,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -82,25 +81,6 @@ func verifyEnvVars() map[string]string {
 	}
 }
 
-// verifyLogBuffer collects the service's log output. It is safe for
-// concurrent use.
-type verifyLogBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *verifyLogBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *verifyLogBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // verifyEnv is a running ingest with verified sources and the queue of a
 // route bound to every routing key.
 type verifyEnv struct {
@@ -108,7 +88,7 @@ type verifyEnv struct {
 	client  *http.Client
 	ch      *amqp.Channel
 	queue   string
-	logs    *verifyLogBuffer
+	logs    *syncBuffer
 }
 
 // verifyStart declares a fresh namespace with a catch-all route, starts
@@ -139,7 +119,7 @@ func verifyStart(t *testing.T) *verifyEnv {
 		Sources:         verifySources,
 		LookupEnv:       srcLookup(verifyEnvVars()),
 	}
-	logs := &verifyLogBuffer{}
+	logs := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	svc, err := service.New(cfg, logger)
 	if err != nil {

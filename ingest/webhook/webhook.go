@@ -1,5 +1,5 @@
 // Package webhook reads what ingest needs from a provider's webhook request:
-// the event type and the provider's delivery id. It knows the headers and
+// the event type and the provider's delivery id. It reads the headers and
 // body fields of GitHub, Stripe, Slack, Shopify and Standard Webhooks senders
 // and needs no configuration: headers are checked first, then the body.
 package webhook
@@ -18,7 +18,8 @@ import (
 // AMQP's message-id property holds at most 255 bytes.
 const maxIDLength = 200
 
-// Event is what Inspect found in a request. Empty fields were not found.
+// Event is the event type and delivery id that Inspect found in a request.
+// Empty fields were not found.
 type Event struct {
 	// Type is the provider's event type, as sent (for example
 	// "orders/create" or "customer.updated").
@@ -169,7 +170,7 @@ var senderHeaders = map[string][]string{
 // InspectFor is Inspect for a source whose signatures the verifier of the
 // given kind checks ("github", "stripe", "slack", "shopify", "standard"):
 // it reads only that sender's headers, and the body. For any other kind
-// ("none", "hmac") it reads every header Inspect knows.
+// ("none", "hmac") it reads every header that Inspect reads.
 func InspectFor(kind string, header http.Header, body []byte) Event {
 	names, known := senderHeaders[kind]
 	if !known {

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -48,7 +49,7 @@ type Route struct {
 	Retry *RetryPolicy
 }
 
-// Outcome is what became of one delivery.
+// Outcome is the way a delivery was settled.
 type Outcome string
 
 // Outcomes passed to Options.Observe.
@@ -336,9 +337,13 @@ func consumerTag(route string) string {
 	return fmt.Sprintf("hookbus-%s-%x", route, buf)
 }
 
+// truncate cuts s to at most n bytes without splitting a UTF-8 character.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n]
 }

@@ -28,7 +28,7 @@ func (e *permanentError) Error() string { return e.err.Error() }
 
 func (e *permanentError) Unwrap() []error { return []error{e.err, ErrPermanent} }
 
-// RetryPolicy says how often and when a message whose handler failed with a
+// RetryPolicy sets how often and when a message whose handler failed with a
 // transient error is tried again. Every error is transient unless it wraps
 // ErrPermanent, including a handler timeout.
 type RetryPolicy struct {

@@ -54,7 +54,7 @@ func (c *Consumer) handle(handlerCtx context.Context, route Route, d *amqp.Deliv
 	}
 
 	if handlerCtx.Err() != nil {
-		// Shutdown cut the handler short: that says nothing about the
+		// Shutdown cut the handler short, which tells nothing about the
 		// message, so it goes back to the queue for another consumer.
 		c.log.Warn("shutdown interrupted handler, requeueing", "route", route.Name, "message_id", msg.ID)
 		if nackErr := d.Nack(false, true); nackErr != nil {

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hookbus/hookbus/pkg/rabbit"
 )
 
 // MaxProxyConnections is the number of client connections a Proxy forwards
@@ -68,7 +70,7 @@ func (p *Proxy) URL(brokerURL string) string {
 	p.tb.Helper()
 	u, err := url.Parse(brokerURL)
 	if err != nil {
-		p.tb.Fatalf("proxy: parse broker URL %s: %v", redact(brokerURL), err)
+		p.tb.Fatalf("proxy: parse broker URL %s: %v", rabbit.RedactURL(brokerURL), err)
 	}
 	u.Host = p.Addr()
 	return u.String()
@@ -207,7 +209,7 @@ func HostPort(tb testing.TB, brokerURL string) string {
 	tb.Helper()
 	u, err := url.Parse(brokerURL)
 	if err != nil {
-		tb.Fatalf("parse broker URL %s: %v", redact(brokerURL), err)
+		tb.Fatalf("parse broker URL %s: %v", rabbit.RedactURL(brokerURL), err)
 	}
 	if u.Port() != "" {
 		return u.Host

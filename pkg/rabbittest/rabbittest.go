@@ -2,27 +2,27 @@
 // each test a namespace of its own that is deleted when the test ends.
 //
 // The broker URL comes from HOOKBUS_AMQP_URL (default
-// amqp://guest:guest@127.0.0.1:5672/). When no broker answers, tests are
-// skipped with instructions, except when CI=true: then they fail.
+// amqp://guest:guest@127.0.0.1:5672/). When no broker accepts connections,
+// tests are skipped with instructions, except when CI=true: then they fail.
 package rabbittest
 
 import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/hookbus/hookbus/pkg/rabbit"
 	"github.com/hookbus/hookbus/pkg/topology"
 )
 
 // DefaultURL is the broker URL used when HOOKBUS_AMQP_URL is not set.
 const DefaultURL = "amqp://guest:guest@127.0.0.1:5672/"
 
-// URL returns the broker URL after checking that a broker answers there.
+// URL returns the broker URL after checking that a broker accepts connections there.
 func URL(tb testing.TB) string {
 	tb.Helper()
 	url := os.Getenv("HOOKBUS_AMQP_URL")
@@ -31,7 +31,7 @@ func URL(tb testing.TB) string {
 	}
 	conn, err := amqp.DialConfig(url, amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
 	if err != nil {
-		msg := "no RabbitMQ broker at HOOKBUS_AMQP_URL (" + redact(url) + "): " + err.Error() +
+		msg := "no RabbitMQ broker at HOOKBUS_AMQP_URL (" + rabbit.RedactURL(url) + "): " + err.Error() +
 			"; start one with `rabbitmq-server -detached` or " +
 			"`docker run -d -p 5672:5672 rabbitmq:3.13-management`"
 		if os.Getenv("CI") == "true" {
@@ -144,13 +144,4 @@ func MessageCount(tb testing.TB, ch *amqp.Channel, queue string) int {
 		tb.Fatalf("inspect queue %s: %v", queue, err)
 	}
 	return q.Messages
-}
-
-func redact(url string) string {
-	if i := strings.Index(url, "@"); i >= 0 {
-		if j := strings.Index(url, "://"); j >= 0 && j < i {
-			return url[:j+3] + "xxxxx" + url[i:]
-		}
-	}
-	return url
 }

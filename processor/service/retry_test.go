@@ -228,37 +228,6 @@ func (b *lockedBuffer) records(t *testing.T) []map[string]any {
 	return records
 }
 
-// startLogged is start with a logger of the caller's choice.
-func startLogged(t *testing.T, cfg service.Config, logger *slog.Logger, routes ...consume.Route) *running {
-	t.Helper()
-	rabbittest.DeleteDelays(t, cfg.AMQPURL, cfg.Names(), cfg.RetryPolicy().RetrySchedule)
-	svc, err := service.New(cfg, routes, logger)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{svc: svc, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-r.done:
-		case <-time.After(waitTimeout):
-			t.Errorf("Run did not return within %s of the test's end", waitTimeout)
-		}
-	})
-
-	select {
-	case <-svc.Started():
-	case <-time.After(waitTimeout):
-		t.Fatal("Started not closed")
-	}
-	if svc.Addr() == "" {
-		t.Fatalf("Addr is empty after Started; Run returned %v", r.wait(t))
-	}
-	return r
-}
-
 // publishAll publishes the messages to the events exchange and then waits
 // for the broker's confirm of each.
 func publishAll(t *testing.T, ch *amqp.Channel, names topology.Names, msgs []*contract.Message) {

@@ -89,10 +89,16 @@ type running struct {
 // the HTTP listener is open.
 func start(t *testing.T, cfg service.Config, routes ...consume.Route) *running {
 	t.Helper()
+	return startLogged(t, cfg, testLogger(t), routes...)
+}
+
+// startLogged is start with a logger of the caller's choice.
+func startLogged(t *testing.T, cfg service.Config, logger *slog.Logger, routes ...consume.Route) *running {
+	t.Helper()
 	if cfg.Namespace != unreachableNamespace {
 		rabbittest.DeleteDelays(t, cfg.AMQPURL, cfg.Names(), cfg.RetryPolicy().RetrySchedule)
 	}
-	svc, err := service.New(cfg, routes, testLogger(t))
+	svc, err := service.New(cfg, routes, logger)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
